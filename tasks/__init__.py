@@ -1,0 +1,1 @@
+"""Celery tasks by domain: assessment, psa, notifications, maintenance (beat jobs)."""

@@ -1,0 +1,50 @@
+"""Every error, including Flask's own, answers in the one error shape."""
+
+
+def assert_error_shape(response, status, code):
+    assert response.status_code == status
+    assert response.is_json
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_unknown_path_is_404_in_shape(client, tenant):
+    assert_error_shape(client.get("/api/v1/nothing-here", headers=tenant.headers()), 404,
+                       "not_found")
+    assert_error_shape(client.get("/no-such-page"), 404, "not_found")
+
+
+def test_wrong_method_is_405_in_shape(client, tenant):
+    assert_error_shape(client.delete("/api/v1/me", headers=tenant.headers()), 405,
+                       "method_not_allowed")
+
+
+def test_malformed_json_is_400_bad_request(client, tenant):
+    response = client.post("/api/v1/ai-sessions", data="{not json",
+                           headers={**tenant.headers(), "Content-Type": "application/json"})
+    assert_error_shape(response, 400, "bad_request")
+
+
+def test_unknown_fields_are_422(client, tenant):
+    response = client.post("/api/v1/auth/login",
+                           json={"email": "a@b.example", "password": "x", "admin": True})
+    assert_error_shape(response, 422, "validation_error")
+    assert "admin" in response.get_json()["error"]["details"]
+
+
+def test_wrong_type_is_422(client):
+    response = client.post("/api/v1/auth/login", json={"email": ["a"], "password": 5})
+    assert_error_shape(response, 422, "validation_error")
+    assert set(response.get_json()["error"]["details"]) == {"email", "password"}
+
+
+def test_openapi_document_is_public_and_lists_the_paths(client):
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    spec = response.get_json()
+    assert spec["openapi"].startswith("3.")
+    for path in ("/api/v1/auth/login", "/api/v1/users", "/api/v1/ai-sessions",
+                 "/api/v1/ai-sessions/{session_id}/messages"):
+        assert path in spec["paths"], path

@@ -1,0 +1,13 @@
+"""A real worker process runs a real task delivered through the Redis broker."""
+from tests.conftest import wait_for
+from webapp.redis_client import get_redis, key
+
+
+def test_worker_runs_task_sent_through_redis_broker(app, celery_worker_process):
+    r = get_redis(app)
+    r.delete(key("worker", "heartbeat"))
+    assert r.get(key("worker", "heartbeat")) is None
+    app.extensions["celery"].send_task("maintenance.heartbeat")
+    stamp = wait_for(lambda: r.get(key("worker", "heartbeat")), 15, message="heartbeat")
+    assert float(stamp) > 0
+    assert celery_worker_process.process.poll() is None

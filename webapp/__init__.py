@@ -1,0 +1,39 @@
+"""The escalation backend's Flask application factory."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from webapp.config import Config
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(Config.from_env(overrides=config))
+    logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
+
+    from webapp import auth, cli, errors
+    from webapp.api import register_blueprints
+    from webapp.celery_app import celery_init_app
+    from webapp.extensions import api, db, mail, migrate
+    from webapp.redis_client import init_redis
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=app.config.get("MIGRATIONS_DIR", _migrations_dir()))
+    mail.init_app(app)
+    api.init_app(app)
+    init_redis(app)
+    celery_init_app(app)
+    errors.register_error_handlers(app)
+    app.before_request(auth.authenticate_request)
+    register_blueprints(app, api)
+    cli.register(app)
+    return app
+
+
+def _migrations_dir() -> str:
+    import os
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")

@@ -1,0 +1,34 @@
+"""Celery bound to Flask: every task runs inside the app context."""
+from __future__ import annotations
+
+from celery import Celery, Task
+from celery.signals import task_postrun, worker_process_init
+from flask import Flask
+
+
+def celery_init_app(app: Flask) -> Celery:
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.config_from_object("celeryconfig")
+    celery.conf.update(broker_url=app.config["CELERY_BROKER_URL"])
+    celery.set_default()
+    app.extensions["celery"] = celery
+
+    @worker_process_init.connect(weak=False)
+    def _dispose_engine(**_kwargs):
+        # a forked child must not reuse the parent's pooled connections
+        from webapp.extensions import db
+        with app.app_context():
+            db.engine.dispose(close=False)
+
+    @task_postrun.connect(weak=False)
+    def _remove_session(**_kwargs):
+        from webapp.extensions import db
+        with app.app_context():
+            db.session.remove()
+
+    return celery

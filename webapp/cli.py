@@ -1,0 +1,49 @@
+"""Operator commands on `flask --app wsgi`."""
+from __future__ import annotations
+
+import json
+
+import click
+from flask import Flask
+
+from webapp.extensions import db
+
+
+def create_account(name: str, owner_email: str, owner_name: str, owner_password: str):
+    """Create a tenant and its owner; returns (account, owner)."""
+    from webapp.auth import hash_password
+    from webapp.models import Account, User
+
+    account = Account(name=name)
+    db.session.add(account)
+    db.session.flush()
+    owner = User(account_id=account.id, email=owner_email, name=owner_name, role="owner",
+                 password_hash=hash_password(owner_password))
+    db.session.add(owner)
+    db.session.commit()
+    return account, owner
+
+
+def register(app: Flask) -> None:
+    @app.cli.command("create-account")
+    @click.option("--name", required=True)
+    @click.option("--owner-email", required=True)
+    @click.option("--owner-name", required=True)
+    @click.option("--owner-password", required=True)
+    def create_account_command(name, owner_email, owner_name, owner_password):
+        """Create an account (tenant) with its owner; prints one JSON line."""
+        from sqlalchemy.exc import IntegrityError
+        if len(owner_password) < 8:
+            raise click.BadParameter("must be at least 8 characters", param_hint="--owner-password")
+        try:
+            account, owner = create_account(name, owner_email, owner_name, owner_password)
+        except IntegrityError:
+            raise click.ClickException(f"a user with email {owner_email} already exists") from None
+        click.echo(json.dumps({"account_id": account.id, "owner_id": owner.id}))
+
+    @app.cli.command("seed-demo")
+    @click.option("--password", default="demo-password", show_default=True)
+    def seed_demo_command(password):
+        """Create the demo tenant (idempotent); prints its logins as JSON."""
+        from webapp.demo import seed_demo
+        click.echo(json.dumps(seed_demo(password)))

@@ -1,0 +1,102 @@
+"""One configuration, read from the environment with typed helpers."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+
+def env_str(name: str, default: str | None = None,
+            env: Mapping[str, str] | None = None) -> str | None:
+    value = (env if env is not None else os.environ).get(name)
+    return value if value not in (None, "") else default
+
+
+def env_int(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
+    value = env_str(name, None, env)
+    return int(value) if value is not None else default
+
+
+def env_float(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    value = env_str(name, None, env)
+    return float(value) if value is not None else default
+
+
+def env_bool(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
+    value = env_str(name, None, env)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def psycopg2_url(url: str) -> str:
+    """SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; this project runs on psycopg2."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg2://" + url[len(scheme):]
+    return url
+
+
+class Config:
+    """Settings as Flask config keys; `from_env` reads the environment, `overrides` win."""
+
+    @classmethod
+    def from_env(cls, overrides: Mapping[str, Any] | None = None,
+                 env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        redis_url = env_str("REDIS_URL", "redis://127.0.0.1:6379/0", env)
+        settings: dict[str, Any] = {
+            "SQLALCHEMY_DATABASE_URI": psycopg2_url(env_str(
+                "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres", env)),
+            "SQLALCHEMY_ENGINE_OPTIONS": {
+                "pool_pre_ping": True,
+                "pool_size": env_int("DB_POOL_SIZE", 10, env),
+                "max_overflow": env_int("DB_MAX_OVERFLOW", 20, env),
+                "pool_timeout": env_float("DB_POOL_TIMEOUT", 5.0, env),
+                "connect_args": {"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3, env)},
+            },
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": env_str("CELERY_BROKER_URL", redis_url, env),
+            "SECRET_KEY": env_str("SECRET_KEY", "dev-secret-key-change-me", env),
+            "ENCRYPTION_KEY": env_str("ENCRYPTION_KEY", None, env),
+            "TOKEN_TTL_SECONDS": env_int("TOKEN_TTL_SECONDS", 12 * 3600, env),
+            "LOGIN_RATE_LIMIT": env_int("LOGIN_RATE_LIMIT", 10, env),
+            "LOGIN_RATE_WINDOW": env_int("LOGIN_RATE_WINDOW", 60, env),
+            "MAIL_SERVER": env_str("MAIL_SERVER", "127.0.0.1", env),
+            "MAIL_PORT": env_int("MAIL_PORT", 1025, env),
+            "MAIL_USE_TLS": env_bool("MAIL_USE_TLS", False, env),
+            "MAIL_USE_SSL": env_bool("MAIL_USE_SSL", False, env),
+            "MAIL_USERNAME": env_str("MAIL_USERNAME", None, env),
+            "MAIL_PASSWORD": env_str("MAIL_PASSWORD", None, env),
+            "MAIL_DEFAULT_SENDER": env_str(
+                "MAIL_DEFAULT_SENDER", "Escalations <escalations@localhost>", env),
+            "MAIL_TIMEOUT": env_float("MAIL_TIMEOUT", 10.0, env),
+            "MAIL_SUPPRESS_SEND": env_bool("MAIL_SUPPRESS_SEND", False, env),
+            "PUBLIC_BASE_URL": env_str("PUBLIC_BASE_URL", "http://127.0.0.1:5000", env),
+            "AI_PROVIDER": env_str("AI_PROVIDER", "heuristic", env),
+            "AI_BASE_URL": env_str("AI_BASE_URL", None, env),
+            "AI_API_KEY": env_str("AI_API_KEY", None, env),
+            "AI_MODEL": env_str("AI_MODEL", None, env),
+            "AI_TIMEOUT": env_float("AI_TIMEOUT", 20.0, env),
+            "DELIVERY_MAX_ATTEMPTS": env_int("DELIVERY_MAX_ATTEMPTS", 8, env),
+            "DELIVERY_LEASE_SECONDS": env_int("DELIVERY_LEASE_SECONDS", 300, env),
+            "PSA_WAIT_FOR_ASSESSMENT_SECONDS": env_int("PSA_WAIT_FOR_ASSESSMENT_SECONDS", 60, env),
+            "PSA_TIMEOUT": env_float("PSA_TIMEOUT", 10.0, env),
+            "SSE_KEEPALIVE_SECONDS": env_float("SSE_KEEPALIVE_SECONDS", 20.0, env),
+            "SSE_REPLAY_MAXLEN": env_int("SSE_REPLAY_MAXLEN", 10000, env),
+            "SSE_REPLAY_MAX_AGE_SECONDS": env_int("SSE_REPLAY_MAX_AGE_SECONDS", 86400, env),
+            "PASSWORD_HASH_TIME_COST": env_int("PASSWORD_HASH_TIME_COST", 3, env),
+            "PASSWORD_HASH_MEMORY_KIB": env_int("PASSWORD_HASH_MEMORY_KIB", 65536, env),
+            "PUBLISH_TIMEOUT_SECONDS": env_float("PUBLISH_TIMEOUT_SECONDS", 0.5, env),
+            "JSON_SORT_KEYS": False,
+            "SQLALCHEMY_TRACK_MODIFICATIONS": False,
+            "API_TITLE": "Escalations API",
+            "API_VERSION": "v1",
+            "OPENAPI_VERSION": "3.0.3",
+            "OPENAPI_URL_PREFIX": "/api/v1",
+            "OPENAPI_JSON_PATH": "openapi.json",
+            "PROPAGATE_EXCEPTIONS": False,
+        }
+        if overrides:
+            settings.update(overrides)
+        settings["SQLALCHEMY_DATABASE_URI"] = psycopg2_url(settings["SQLALCHEMY_DATABASE_URI"])
+        return settings

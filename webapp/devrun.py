@@ -1,0 +1,96 @@
+"""The run command: the whole product on one machine, on embedded defaults.
+
+Starts Postgres and Redis (unless DATABASE_URL / REDIS_URL are set), a local mail catcher,
+migrates, loads demo data, then runs the Procfile's web, worker and beat under honcho.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from email import message_from_bytes
+from pathlib import Path
+
+from webapp.embedded import ensure_services, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".local" / "run"
+
+
+class MailboxHandler:
+    """Keeps every message the product sends as an .eml file and prints its subject."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.count = len(list(directory.glob("*.eml")))
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += 1
+        path = self.directory / f"{self.count:05d}.eml"
+        path.write_bytes(envelope.original_content or envelope.content)
+        subject = message_from_bytes(envelope.original_content or envelope.content)["Subject"]
+        print(f"mail    | to {', '.join(envelope.rcpt_tos)}: {subject} ({path.name})", flush=True)
+        return "250 OK"
+
+
+def start_mail_catcher(port: int):
+    from aiosmtpd.controller import Controller
+    controller = Controller(MailboxHandler(STATE / "mail"), hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller
+
+
+def main() -> int:
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+    from honcho.printer import Printer
+
+    env = dict(os.environ)
+    env.update(ensure_services(STATE, stop_at_exit=True))
+    mail_port = int(env.get("MAIL_PORT") or free_port())
+    env.setdefault("MAIL_SERVER", "127.0.0.1")
+    env["MAIL_PORT"] = str(mail_port)
+    env.setdefault("PORT", "5000")
+    env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{env['PORT']}")
+    env.setdefault("SECRET_KEY", "local-demo-secret-key")
+    env.setdefault("BEAT_SCHEDULE_FILE", str(STATE / "beat-schedule"))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    mail = start_mail_catcher(mail_port)
+
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+    subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True)
+    seeded = subprocess.run([*flask, "seed-demo"], env=env, cwd=ROOT, check=True,
+                            capture_output=True, text=True)
+    demo = json.loads(seeded.stdout.strip().splitlines()[-1])
+    base = env["PUBLIC_BASE_URL"]
+    print(f"""
+==============================================================================
+ Escalations is starting.
+   Queue page:     {base}/queue
+   API:            {base}/api/v1   (OpenAPI: {base}/api/v1/openapi.json)
+   Health:         {base}/readyz
+   Demo logins:    {', '.join(u['email'] for u in demo['users'])}
+                   password: {demo['password']}
+   Mail catcher:   smtp://127.0.0.1:{mail_port}, messages saved in {STATE / 'mail'}
+   Postgres:       {env['DATABASE_URL']}
+   Redis:          {env['REDIS_URL']}
+ Ctrl-C stops everything.
+==============================================================================
+""", flush=True)
+
+    procfile = parse_procfile((ROOT / "Procfile").read_text())
+    manager = Manager(Printer(sys.stdout))
+    for name in ("web", "worker", "beat"):
+        manager.add_process(name, procfile.processes[name], cwd=str(ROOT), env=env)
+    try:
+        manager.loop()
+    finally:
+        mail.stop()
+    return manager.returncode or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""gunicorn settings for the web role: gevent workers, so streams don't hold a thread each."""
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
+worker_class = "gevent"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "4000"))
+timeout = 60
+graceful_timeout = 10
+keepalive = 5
+accesslog = os.environ.get("ACCESS_LOG") or None
+
+
+def post_fork(server, worker):
+    # psycopg2 blocks the whole gevent hub unless it yields on I/O
+    from psycogreen.gevent import patch_psycopg
+    patch_psycopg()
