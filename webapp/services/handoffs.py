@@ -1,0 +1,286 @@
+"""Handoffs: create (park or escalate), claim, resume, cancel, and how they read."""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+from sqlalchemy import and_, or_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+from webapp import live
+from webapp.errors import ApiError, not_found
+from webapp.extensions import db
+from webapp.models import AiSession, Delivery, Handoff, SessionMessage, User
+from webapp.models.base import utcnow
+from webapp.services.queue import enqueue
+from webapp.services.recipients import escalation_recipients
+
+DISPATCH_TASK = "handoffs.dispatch"
+SESSION_STATUS_FOR_INTENT = {"park": "parked", "escalate": "escalated"}
+
+
+# ---- creating -------------------------------------------------------------------------------
+
+def take_snapshot(session: AiSession) -> dict:
+    """What a senior needs to take over: the problem and the transcript, as of now."""
+    messages = db.session.scalars(db.select(SessionMessage).where(
+        SessionMessage.session_id == session.id).order_by(SessionMessage.id))
+    return {
+        "title": session.title,
+        "client_name": session.client_name,
+        "psa_ticket_id": session.psa_ticket_id,
+        "problem": session.problem,
+        "messages": [{"id": m.id, "role": m.role, "content": m.content,
+                      "created_at": m.created_at.isoformat()} for m in messages],
+        "captured_at": utcnow().isoformat(),
+    }
+
+
+def create_handoff(user: User, session_id: int, intent: str, note: str,
+                   urgency: str = "normal") -> Handoff:
+    """Write the handoff, its snapshot, the session's status and every delivery row in one
+    transaction; then publish and enqueue, neither of which may fail the call."""
+    session = db.session.scalars(db.select(AiSession).where(
+        AiSession.id == session_id, AiSession.account_id == user.account_id,
+    ).with_for_update()).one_or_none()
+    if session is None:
+        raise not_found("session")
+    if user.role == "viewer" or (session.owner_id != user.id and not user.is_admin):
+        raise ApiError(403, "forbidden",
+                       "only the session's owner or an admin may hand it off")
+    if session.status == "closed":
+        raise ApiError(409, "session_closed", "the session is closed")
+    open_handoff = db.session.scalar(db.select(Handoff.id).where(
+        Handoff.session_id == session.id, Handoff.status == "open"))
+    if open_handoff is not None:
+        raise ApiError(409, "open_handoff_exists", "the session already has an open handoff",
+                       {"handoff_id": open_handoff})
+
+    handoff = Handoff(account_id=user.account_id, session_id=session.id, intent=intent,
+                      status="open", note=note, urgency=urgency,
+                      snapshot=take_snapshot(session), created_by=user.id)
+    db.session.add(handoff)
+    session.status = SESSION_STATUS_FOR_INTENT[intent]
+    db.session.flush()
+    db.session.add_all(delivery_rows(handoff, user))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise ApiError(409, "open_handoff_exists",
+                       "the session already has an open handoff") from None
+
+    if intent == "escalate":
+        live.publish(handoff.account_id, "handoff_created", {"handoff": summary(handoff)})
+    enqueue(DISPATCH_TASK, handoff.id)
+    return handoff
+
+
+def delivery_rows(handoff: Handoff, escalator: User) -> list[Delivery]:
+    """One row per side effect: the assessment, the PSA note, one email per recipient."""
+    def row(channel: str, recipient: str, user_id: int | None = None) -> Delivery:
+        return Delivery(handoff_id=handoff.id, account_id=handoff.account_id, channel=channel,
+                        recipient=recipient, recipient_user_id=user_id, status="pending",
+                        attempts=0, next_attempt_at=utcnow())
+
+    rows = [row("assessment", "assessment")]
+    if handoff.intent == "escalate":
+        rows.append(row("psa", "psa"))
+        rows += [row("email", user.email.lower(), user.id)
+                 for user in escalation_recipients(handoff.account_id, escalator.id)]
+    return rows
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+def visible_handoffs(user: User):
+    """Escalations of the caller's account, and the caller's own parks."""
+    return db.select(Handoff).where(
+        Handoff.account_id == user.account_id,
+        or_(Handoff.intent == "escalate", Handoff.created_by == user.id))
+
+
+def get_visible(user: User, handoff_id: int, *, for_update: bool = False) -> Handoff:
+    query = visible_handoffs(user).where(Handoff.id == handoff_id)
+    if for_update:
+        query = query.with_for_update()
+    handoff = db.session.scalars(query).one_or_none()
+    if handoff is None:
+        raise not_found("handoff")
+    return handoff
+
+
+def encode_cursor(handoff: Handoff) -> str:
+    raw = json.dumps([handoff.created_at.isoformat(), handoff.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, handoff_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), int(handoff_id)
+    except (ValueError, TypeError) as error:
+        raise ApiError(422, "validation_error", "cursor: not a valid cursor",
+                       {"cursor": ["Not a valid cursor."]}) from error
+
+
+def escalation_queue(user: User, status: str, limit: int, cursor: str | None):
+    """The team's escalations, newest first, one page; returns (handoffs, next_cursor)."""
+    query = db.select(Handoff).where(Handoff.account_id == user.account_id,
+                                     Handoff.intent == "escalate")
+    if status != "all":
+        query = query.where(Handoff.status == status)
+    if cursor:
+        created_at, handoff_id = decode_cursor(cursor)
+        query = query.where(or_(Handoff.created_at < created_at,
+                                and_(Handoff.created_at == created_at, Handoff.id < handoff_id)))
+    page = list(db.session.scalars(query.options(
+        selectinload(Handoff.session), selectinload(Handoff.creator),
+        selectinload(Handoff.claimer),
+    ).order_by(Handoff.created_at.desc(), Handoff.id.desc()).limit(limit + 1)))
+    next_cursor = encode_cursor(page[limit - 1]) if len(page) > limit else None
+    return page[:limit], next_cursor
+
+
+# ---- claiming, resuming, cancelling --------------------------------------------------------
+
+def claim(user: User, handoff_id: int) -> Handoff:
+    """One conditional UPDATE: of any number of concurrent claims exactly one wins."""
+    won = db.session.execute(
+        db.update(Handoff).where(Handoff.id == handoff_id,
+                                 Handoff.account_id == user.account_id,
+                                 Handoff.intent == "escalate", Handoff.status == "open")
+        .values(status="claimed", claimed_by=user.id, claimed_at=utcnow(), closed_at=utcnow())
+        .returning(Handoff.session_id)).first()
+    if won is None:
+        db.session.rollback()
+        handoff = get_visible(user, handoff_id)
+        if handoff.intent != "escalate":
+            raise ApiError(409, "not_an_escalation", "only escalations can be claimed")
+        if handoff.status == "claimed":
+            claimer = db.session.get(User, handoff.claimed_by)
+            raise ApiError(409, "already_claimed", "the escalation is already claimed",
+                           {"claimed_by": {"id": claimer.id, "name": claimer.name}})
+        raise ApiError(409, "handoff_closed", f"the escalation was {handoff.status}")
+    db.session.execute(db.update(AiSession).where(AiSession.id == won.session_id)
+                       .values(status="active", owner_id=user.id, updated_at=utcnow()))
+    db.session.commit()
+    handoff = get_visible(user, handoff_id)
+    live.publish(handoff.account_id, "handoff_claimed", {"handoff": summary(handoff)})
+    return handoff
+
+
+def resume(user: User, handoff_id: int) -> Handoff:
+    """The parker picks their parked session back up."""
+    handoff = get_visible(user, handoff_id, for_update=True)
+    if handoff.intent != "park":
+        raise ApiError(409, "not_a_park", "only a parked session can be resumed")
+    if handoff.created_by != user.id:
+        raise ApiError(403, "forbidden", "only the user who parked it may resume it")
+    if handoff.status != "open":
+        raise ApiError(409, "handoff_closed", f"the handoff was {handoff.status}")
+    handoff.status, handoff.closed_at = "resumed", utcnow()
+    handoff.session.status = "active"
+    skip_unsent(handoff, "handoff resumed")
+    db.session.commit()
+    return handoff
+
+
+def cancel(user: User, handoff_id: int) -> Handoff:
+    """The escalator (or an admin) withdraws an escalation nobody has claimed."""
+    handoff = get_visible(user, handoff_id, for_update=True)
+    if handoff.intent != "escalate":
+        raise ApiError(409, "not_an_escalation", "only escalations can be cancelled")
+    if handoff.created_by != user.id and not user.is_admin:
+        raise ApiError(403, "forbidden", "only the escalator or an admin may cancel it")
+    if handoff.status == "claimed":
+        raise ApiError(409, "already_claimed", "the escalation is already claimed",
+                       {"claimed_by": {"id": handoff.claimer.id, "name": handoff.claimer.name}})
+    if handoff.status != "open":
+        raise ApiError(409, "handoff_closed", f"the escalation was {handoff.status}")
+    handoff.status, handoff.closed_at = "cancelled", utcnow()
+    handoff.session.status = "active"
+    skip_unsent(handoff, "escalation cancelled")
+    db.session.commit()
+    live.publish(handoff.account_id, "handoff_cancelled", {"handoff": summary(handoff)})
+    return handoff
+
+
+def skip_unsent(handoff: Handoff, reason: str) -> None:
+    """Emails and PSA notes not yet sent are no longer wanted."""
+    db.session.execute(db.update(Delivery).where(
+        Delivery.handoff_id == handoff.id, Delivery.channel.in_(("email", "psa")),
+        Delivery.status.in_(("pending", "failed"))).values(status="skipped", last_error=reason))
+
+
+# ---- how a handoff reads --------------------------------------------------------------------
+
+def _user_ref(user: User | None) -> dict | None:
+    return {"id": user.id, "name": user.name} if user else None
+
+
+def channel_rows(handoff_ids: list[int]) -> dict[tuple[int, str], Delivery]:
+    """The assessment and PSA rows of these handoffs, keyed by (handoff id, channel)."""
+    if not handoff_ids:
+        return {}
+    rows = db.session.scalars(db.select(Delivery).where(
+        Delivery.handoff_id.in_(handoff_ids), Delivery.channel.in_(("assessment", "psa"))))
+    return {(row.handoff_id, row.channel): row for row in rows}
+
+
+def assessment_view(handoff: Handoff, row: Delivery | None) -> dict:
+    data = handoff.assessment or {}
+    status = "skipped" if row is None else {"sent": "ready", "dead": "failed",
+                                            "sending": "pending"}.get(row.status, row.status)
+    if handoff.assessment:
+        status = "ready"
+    return {"status": status, "summary": data.get("summary"),
+            "likely_causes": data.get("likely_causes", []),
+            "next_steps": data.get("next_steps", []), "confidence": data.get("confidence"),
+            "provider": data.get("provider"), "model": data.get("model"),
+            "last_error": row.last_error if row is not None and not handoff.assessment else None}
+
+
+def psa_view(handoff: Handoff, row: Delivery | None) -> dict:
+    if row is None:
+        return {"status": "skipped", "ticket_id": handoff.snapshot.get("psa_ticket_id"),
+                "note_id": None, "attempts": 0, "last_error": None}
+    status = "pending" if row.status == "sending" else row.status
+    return {"status": status, "ticket_id": handoff.snapshot.get("psa_ticket_id"),
+            "note_id": row.external_id, "attempts": row.attempts, "last_error": row.last_error}
+
+
+def summary(handoff: Handoff, rows: dict | None = None) -> dict:
+    """The handoff without its snapshot: what the queue and live events carry."""
+    rows = rows if rows is not None else channel_rows([handoff.id])
+    session = handoff.session
+    return {
+        "id": handoff.id, "session_id": handoff.session_id, "account_id": handoff.account_id,
+        "intent": handoff.intent, "status": handoff.status, "note": handoff.note,
+        "urgency": handoff.urgency, "created_by": handoff.created_by,
+        "created_by_user": _user_ref(handoff.creator),
+        "created_at": handoff.created_at.isoformat(), "claimed_by": handoff.claimed_by,
+        "claimed_by_user": _user_ref(handoff.claimer),
+        "claimed_at": handoff.claimed_at.isoformat() if handoff.claimed_at else None,
+        "session": {"id": session.id, "title": session.title,
+                    "client_name": session.client_name, "psa_ticket_id": session.psa_ticket_id},
+        "assessment": assessment_view(handoff, rows.get((handoff.id, "assessment"))),
+        "psa": psa_view(handoff, rows.get((handoff.id, "psa"))),
+    }
+
+
+def full(handoff: Handoff, rows: dict | None = None) -> dict:
+    """The handoff with its snapshot: the handoff-context screen."""
+    snapshot = handoff.snapshot
+    return {**summary(handoff, rows),
+            "snapshot": {"problem": snapshot.get("problem", ""),
+                         "messages": snapshot.get("messages", []),
+                         "captured_at": snapshot.get("captured_at")}}
+
+
+def many(handoffs: list[Handoff]) -> list[dict]:
+    rows = channel_rows([h.id for h in handoffs])
+    return [full(h, rows) for h in handoffs]

@@ -1,0 +1,15 @@
+"""Who an escalation reaches: the account's active seniors, never the escalator."""
+from __future__ import annotations
+
+from webapp.extensions import db
+from webapp.models import SENIOR_ROLES, User
+
+
+def escalation_recipients(account_id: int, escalator_id: int) -> list[User]:
+    """Active engineers, admins and owners of the account, other than the escalator."""
+    return list(db.session.scalars(db.select(User).where(
+        User.account_id == account_id,
+        User.deleted_at.is_(None),
+        User.role.in_(SENIOR_ROLES),
+        User.id != escalator_id,
+    ).order_by(User.id)))
