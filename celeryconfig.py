@@ -34,7 +34,8 @@ task_send_sent_event = False
 enable_utc = True
 timezone = "UTC"
 
-imports = ("tasks.maintenance",)
+imports = ("tasks.dispatch", "tasks.assessment", "tasks.notifications", "tasks.psa",
+           "tasks.maintenance")
 
 beat_schedule = {
     "redeliver-due-deliveries": {

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 from celery import shared_task
+from flask import current_app
 
+from webapp.models.base import utcnow
 from webapp.redis_client import get_redis, key
+from webapp.services import deliveries
 from webapp.services.locks import single_run
+from webapp.services.queue import enqueue
 
 
 @shared_task(name="maintenance.heartbeat")
@@ -17,8 +22,18 @@ def heartbeat() -> None:
 
 @shared_task(name="maintenance.redeliver_due")
 def redeliver_due() -> int:
-    """Re-enqueue deliveries whose time has come; the queries arrive with the pipeline."""
+    """Re-enqueue every delivery whose time has come; returns how many (-1: another beat
+    holds the lock)."""
     with single_run("redeliver_due") as acquired:
         if not acquired:
-            return 0
-        return 0
+            return -1
+        return redeliver(utcnow())
+
+
+def redeliver(now) -> int:
+    deliveries.bury_exhausted(now)
+    grace = timedelta(seconds=current_app.config["DELIVERY_PENDING_GRACE_SECONDS"])
+    due = deliveries.take_due(now, grace)
+    for row in due:
+        enqueue(deliveries.TASK_FOR_CHANNEL[row.channel], row.id)
+    return len(due)

@@ -48,7 +48,7 @@ def redis_url(service_urls):
     """A Redis logical database reserved for this run, so parallel runs don't meet."""
     base = service_urls["REDIS_URL"].rsplit("/", 1)[0]
     control = redis_lib.Redis.from_url(base + "/0")
-    for index in range(1, 16):
+    for index in range(1, 15):  # db 15 is the PSA rate-limit tests' own
         lock = f"esc:test-db-lock:{index}"
         if control.set(lock, os.getpid(), nx=True, ex=3600):
             url = f"{base}/{index}"
@@ -61,11 +61,30 @@ def redis_url(service_urls):
 
 
 @pytest.fixture(scope="session")
-def app_env(database_url, redis_url) -> dict[str, str]:
-    """The environment the app's processes (web, worker) run with in tests."""
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on loopback for the whole run."""
+    from tests.servers.smtp import SmtpServer
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_env(database_url, redis_url, smtp_server) -> dict[str, str]:
+    """The environment the app's processes (test app, web, worker) all run with in tests."""
     return {"DATABASE_URL": database_url, "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": redis_url, "SECRET_KEY": "test-secret",
-            "PUBLIC_BASE_URL": "http://escalations.test", **FAST_KDF}
+            "PUBLIC_BASE_URL": "http://escalations.test", **FAST_KDF,
+            "MAIL_SERVER": "127.0.0.1", "MAIL_PORT": str(smtp_server.port), "MAIL_TIMEOUT": "3",
+            "DELIVERY_LEASE_SECONDS": "6", "DELIVERY_BACKOFF_SCALE": "0.02",
+            "CELERY_VISIBILITY_TIMEOUT": "30", "PSA_WAIT_FOR_ASSESSMENT_SECONDS": "10",
+            "PSA_TIMEOUT": "2", "AI_TIMEOUT": "2"}
+
+
+def app_config(env: dict[str, str], **overrides) -> dict:
+    """Flask config for a test app built from the same environment as the worker's."""
+    from webapp.config import Config
+    return {**Config.from_env(env=env), "TESTING": True, **overrides}
 
 
 @pytest.fixture(scope="session")
@@ -73,11 +92,7 @@ def app(app_env):
     from flask_migrate import upgrade
 
     from webapp import create_app
-    config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": app_env["DATABASE_URL"],
-              "REDIS_URL": app_env["REDIS_URL"], "CELERY_BROKER_URL": app_env["REDIS_URL"],
-              "SECRET_KEY": app_env["SECRET_KEY"], "PUBLIC_BASE_URL": app_env["PUBLIC_BASE_URL"],
-              "PASSWORD_HASH_TIME_COST": 1, "PASSWORD_HASH_MEMORY_KIB": 8192}
-    app = create_app(config)
+    app = create_app(app_config(app_env))
     with app.app_context():
         upgrade()
     return app
@@ -94,14 +109,28 @@ def clean_state(request):
     from webapp.redis_client import get_redis
     with app.app_context():
         db.session.remove()
-        tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
-        with db.engine.begin() as conn:
-            # ids keep growing across tests, so a stale task never meets a new row
-            conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+        empty_tables(db)
         r = get_redis()
-        keys = list(r.scan_iter("esc:*", count=1000)) + ["celery"]
+        keys = list(r.scan_iter("esc:*", count=1000)) + ["celery", "unacked", "unacked_index"]
         if keys:
             r.delete(*keys)
+
+
+def empty_tables(db, attempts: int = 5) -> None:
+    """Delete every row, children first; a worker finishing a task may hold row locks, so a
+    deadlock is retried. Ids keep growing across tests, so a stale task never meets a new row."""
+    from sqlalchemy.exc import OperationalError
+    for attempt in range(attempts):
+        try:
+            with db.engine.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                for table in reversed(db.metadata.sorted_tables):
+                    conn.execute(table.delete())
+            return
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -187,8 +216,10 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message: 
 class WorkerProcess:
     """A real `celery worker` process on the Redis broker, as the Procfile runs it."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 4):
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 4,
+                 queue: str = "celery"):
         self.env, self.log_path, self.concurrency = env, log_path, concurrency
+        self.queue = queue
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -196,8 +227,10 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "worker",
              "--pool=threads", f"--concurrency={self.concurrency}", "--loglevel=INFO",
+             "-Q", self.queue, "-n", f"{self.queue}@%h",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env={**os.environ, **self.env}, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env={**os.environ, **self.env, "CELERY_QUEUE": self.queue},
+            stdout=self.log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -211,24 +244,48 @@ class WorkerProcess:
                 self.process.wait(15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        self.log.close()
+        if self.process:
+            self.log.close()
+
+
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")
-def worker_env(app_env, tmp_path_factory) -> dict[str, str]:
-    return dict(app_env)
-
-
-@pytest.fixture(scope="session")
-def celery_worker_process(app, worker_env, tmp_path_factory):
+def celery_worker_process(app, app_env):
     """A worker process for the whole run; tests enqueue through the app's Celery."""
-    log_dir = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    worker = WorkerProcess(worker_env, log_dir / "celery-worker.log")
+    worker = WorkerProcess(app_env, artifacts_dir() / "celery-worker.log")
     worker.start()
     _wait_worker_ready(app)
     yield worker
     worker.stop()
+
+
+@pytest.fixture
+def private_worker(app_env):
+    """Start workers on a queue of their own (with their own settings), and an app that
+    enqueues to that queue; the run's shared worker never sees these tasks."""
+    from webapp import create_app
+    started: list[WorkerProcess] = []
+
+    def start(queue: str, start_now: bool = True, **env: str):
+        worker_env = {**app_env, **env, "CELERY_QUEUE": queue}
+        queue_app = create_app(app_config(worker_env))
+        worker = WorkerProcess(worker_env, artifacts_dir() / f"celery-{queue}.log",
+                               queue=queue)
+        started.append(worker)
+        if start_now:
+            worker.start()
+            _wait_worker_ready(queue_app)
+        return worker, queue_app
+
+    yield start
+    for worker in started:
+        worker.stop()
+        redis_lib.Redis.from_url(app_env["REDIS_URL"]).delete(worker.queue)
 
 
 def _wait_worker_ready(app, timeout: float = 30.0) -> None:

@@ -14,7 +14,8 @@ def celery_init_app(app: Flask) -> Celery:
 
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.config_from_object("celeryconfig")
-    celery.conf.update(broker_url=app.config["CELERY_BROKER_URL"])
+    celery.conf.update(broker_url=app.config["CELERY_BROKER_URL"],
+                       task_default_queue=app.config["CELERY_QUEUE"])
     celery.set_default()
     app.extensions["celery"] = celery
 

@@ -79,6 +79,13 @@ class Config:
             "AI_TIMEOUT": env_float("AI_TIMEOUT", 20.0, env),
             "DELIVERY_MAX_ATTEMPTS": env_int("DELIVERY_MAX_ATTEMPTS", 8, env),
             "DELIVERY_LEASE_SECONDS": env_int("DELIVERY_LEASE_SECONDS", 300, env),
+            # multiplies every retry backoff; below 1 only to make drills and tests quick
+            "DELIVERY_BACKOFF_SCALE": env_float("DELIVERY_BACKOFF_SCALE", 1.0, env),
+            "CELERY_QUEUE": env_str("CELERY_QUEUE", "celery", env),
+            "DELIVERY_PENDING_GRACE_SECONDS": env_int("DELIVERY_PENDING_GRACE_SECONDS", 60, env),
+            # longer waits are left to beat: the broker redelivers a task held past its
+            # visibility timeout, so a long countdown would run twice
+            "MAX_TASK_COUNTDOWN_SECONDS": env_int("MAX_TASK_COUNTDOWN_SECONDS", 1800, env),
             "PSA_WAIT_FOR_ASSESSMENT_SECONDS": env_int("PSA_WAIT_FOR_ASSESSMENT_SECONDS", 60, env),
             "PSA_TIMEOUT": env_float("PSA_TIMEOUT", 10.0, env),
             "SSE_KEEPALIVE_SECONDS": env_float("SSE_KEEPALIVE_SECONDS", 20.0, env),

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, String, text
+from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, String, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
@@ -12,14 +13,24 @@ from webapp.models.base import created_at_column, sql_in
 ROLES = ("owner", "admin", "engineer", "viewer")
 SENIOR_ROLES = ("owner", "admin", "engineer")
 ADMIN_ROLES = ("owner", "admin")
+PSA_PROVIDERS = ("none", "connectwise", "autotask", "halopsa")
 
 
 class Account(db.Model):
     __tablename__ = "accounts"
+    __table_args__ = (CheckConstraint(sql_in("psa_provider", PSA_PROVIDERS),
+                                      name="accounts_psa_provider_valid"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = created_at_column()
+    psa_provider: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    psa_settings: Mapped[dict] = mapped_column(JSONB, default=dict,
+                                               server_default=text("'{}'::jsonb"))
+    # Fernet token over the provider's secret fields; never returned, never logged
+    psa_secrets: Mapped[str | None] = mapped_column(Text)
+    psa_push_parks: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                 server_default=text("false"))
 
     users: Mapped[list[User]] = relationship(back_populates="account")
 

@@ -1,11 +1,22 @@
 """Delivery rows: the audit trail of each side effect, and how a task drives one."""
 from __future__ import annotations
 
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import and_, or_
+
 from webapp.errors import ApiError, not_found
 from webapp.extensions import db
 from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
 from webapp.services.queue import enqueue
+
+log = logging.getLogger(__name__)
 
 TASK_FOR_CHANNEL = {
     "assessment": "assessment.assess_handoff",
@@ -41,3 +52,166 @@ def retry(handoff: Handoff, delivery_id: int) -> Delivery:
     db.session.commit()
     enqueue(TASK_FOR_CHANNEL[row.channel], row.id)
     return row
+
+
+# ---- driving one row through claim -> side effect -> settled --------------------------------
+
+class Retryable(Exception):
+    """The side effect failed in a way that may pass; try again after a backoff."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+class Permanent(Exception):
+    """The side effect cannot succeed as things stand; the row ends `failed` with the reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Skip(Exception):
+    """The side effect is no longer wanted; the row ends `skipped` with the reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Defer(Exception):
+    """Not yet: put the row back to `pending` without counting an attempt."""
+
+    def __init__(self, delay: float, reason: str):
+        super().__init__(reason)
+        self.delay, self.reason = delay, reason
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, capped, and a budget of attempts."""
+    base: float = 5.0
+    cap: float = 600.0
+    max_attempts: int = 8
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        ceiling = min(self.cap, self.base * 2 ** max(attempts - 1, 0))
+        delay = random.uniform(ceiling / 2, ceiling)
+        return max(delay, retry_after or 0.0)
+
+
+def claim(delivery_id: int) -> Delivery | None:
+    """Take the row for this worker with a lease: one conditional UPDATE, so a task delivered
+    twice, or racing beat, does the side effect once. None when done or taken."""
+    now = utcnow()
+    lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
+    claimed = db.session.execute(
+        db.update(Delivery).where(
+            Delivery.id == delivery_id,
+            or_(Delivery.status.in_(("pending", "failed")),
+                and_(Delivery.status == "sending", Delivery.lease_expires_at < now)))
+        .values(status="sending", attempts=Delivery.attempts + 1, lease_expires_at=now + lease,
+                updated_at=now)
+        .returning(Delivery.id)).first()
+    db.session.commit()
+    return db.session.get(Delivery, delivery_id) if claimed else None
+
+
+def _settle(delivery_id: int, status: str, **values) -> None:
+    db.session.execute(db.update(Delivery).where(
+        Delivery.id == delivery_id, Delivery.status == "sending").values(
+        status=status, lease_expires_at=None, updated_at=utcnow(), **values))
+    db.session.commit()
+
+
+def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy: RetryPolicy,
+        on_settled: Callable[[Delivery], None] | None = None) -> float | None:
+    """Claim the row, do the side effect, record the outcome. Returns the delay after which
+    the task should run again, or None when the row needs nothing more from this task."""
+    row = claim(delivery_id)
+    if row is None:
+        return None
+    attempts = row.attempts
+    retry_in = None
+    try:
+        external_id = side_effect(row)
+    except Defer as defer:
+        db.session.rollback()
+        _settle(delivery_id, "pending", attempts=Delivery.attempts - 1,
+                next_attempt_at=utcnow() + timedelta(seconds=defer.delay))
+        return defer.delay
+    except Skip as skip:
+        db.session.rollback()
+        _settle(delivery_id, "skipped", last_error=skip.reason, next_attempt_at=None)
+    except Permanent as error:
+        db.session.rollback()
+        _settle(delivery_id, "failed", last_error=error.reason, next_attempt_at=None)
+    except Retryable as error:
+        db.session.rollback()
+        retry_in = _failed(delivery_id, attempts, error.reason, error.retry_after, policy)
+    except Exception as error:  # a bug or an unforeseen failure: recorded, retried, never lost
+        log.exception("delivery %s failed unexpectedly", delivery_id)
+        db.session.rollback()
+        retry_in = _failed(delivery_id, attempts, f"unexpected error: {error.__class__.__name__}",
+                           None, policy)
+    else:
+        _settle(delivery_id, "sent", external_id=external_id, sent_at=utcnow(),
+                last_error=None, next_attempt_at=None)
+    if on_settled is not None:
+        db.session.expire_all()
+        on_settled(db.session.get(Delivery, delivery_id))
+    return retry_in
+
+
+def _failed(delivery_id: int, attempts: int, reason: str, retry_after: float | None,
+            policy: RetryPolicy) -> float | None:
+    max_attempts = min(policy.max_attempts, current_app.config["DELIVERY_MAX_ATTEMPTS"])
+    if attempts >= max_attempts:
+        _settle(delivery_id, "dead", last_error=f"gave up after {attempts} attempts: {reason}",
+                next_attempt_at=None)
+        return None
+    delay = policy.delay(attempts, retry_after) * current_app.config["DELIVERY_BACKOFF_SCALE"]
+    if retry_after:
+        delay = max(delay, retry_after)
+    _settle(delivery_id, "failed", last_error=reason,
+            next_attempt_at=utcnow() + timedelta(seconds=delay))
+    return delay
+
+
+def drive(task_name: str, delivery_id: int, side_effect: Callable[[Delivery], str | None],
+          policy: RetryPolicy, on_settled: Callable[[Delivery], None] | None = None) -> None:
+    """`run`, then schedule the next try; waits the broker can't hold are left to beat."""
+    retry_in = run(delivery_id, side_effect, policy, on_settled)
+    longest = current_app.config["MAX_TASK_COUNTDOWN_SECONDS"]
+    if retry_in is not None and retry_in <= longest:
+        enqueue(task_name, delivery_id, countdown=retry_in)
+
+
+def take_due(now, pending_grace: timedelta, limit: int = 1000) -> list[Delivery]:
+    """Rows whose time has come: failed and due, pending and forgotten (lost enqueue), or
+    sending with an expired lease (the worker died). Each is pushed one lease into the future
+    as it is taken, so the next beat run does not enqueue it again while its task runs."""
+    due = db.select(Delivery.id).where(or_(
+        and_(Delivery.status == "failed", Delivery.next_attempt_at <= now),
+        and_(Delivery.status == "pending", Delivery.next_attempt_at <= now - pending_grace),
+        and_(Delivery.status == "sending", Delivery.lease_expires_at < now,
+             or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)),
+    )).order_by(Delivery.next_attempt_at.nulls_first(), Delivery.id).limit(limit)
+    later = now + timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
+    taken = db.session.execute(db.update(Delivery).where(Delivery.id.in_(due.scalar_subquery()))
+                               .values(next_attempt_at=later)
+                               .returning(Delivery.id, Delivery.channel)).all()
+    db.session.commit()
+    return taken
+
+
+def bury_exhausted(now) -> int:
+    """Rows whose worker died on every attempt are `dead`, visible in the deliveries API."""
+    result = db.session.execute(db.update(Delivery).where(
+        Delivery.status == "sending", Delivery.lease_expires_at < now,
+        Delivery.attempts >= current_app.config["DELIVERY_MAX_ATTEMPTS"],
+    ).values(status="dead", lease_expires_at=None, updated_at=now,
+             last_error="gave up: the worker stopped during every attempt"))
+    db.session.commit()
+    return result.rowcount

@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload
 from webapp import live
 from webapp.errors import ApiError, not_found
 from webapp.extensions import db
-from webapp.models import AiSession, Delivery, Handoff, SessionMessage, User
+from webapp.models import Account, AiSession, Delivery, Handoff, SessionMessage, User
 from webapp.models.base import utcnow
 from webapp.services.queue import enqueue
 from webapp.services.recipients import escalation_recipients
@@ -86,8 +86,10 @@ def delivery_rows(handoff: Handoff, escalator: User) -> list[Delivery]:
                         attempts=0, next_attempt_at=utcnow())
 
     rows = [row("assessment", "assessment")]
-    if handoff.intent == "escalate":
+    account = db.session.get(Account, handoff.account_id)
+    if handoff.intent == "escalate" or account.psa_push_parks:
         rows.append(row("psa", "psa"))
+    if handoff.intent == "escalate":
         rows += [row("email", user.email.lower(), user.id)
                  for user in escalation_recipients(handoff.account_id, escalator.id)]
     return rows
@@ -207,6 +209,13 @@ def cancel(user: User, handoff_id: int) -> Handoff:
     db.session.commit()
     live.publish(handoff.account_id, "handoff_cancelled", {"handoff": summary(handoff)})
     return handoff
+
+
+def announce_update(row: Delivery) -> None:
+    """After a delivery settles: tell the team's queues the handoff changed."""
+    handoff = db.session.get(Handoff, row.handoff_id)
+    if handoff is not None and handoff.intent == "escalate":
+        live.publish(handoff.account_id, "handoff_updated", {"handoff": summary(handoff)})
 
 
 def skip_unsent(handoff: Handoff, reason: str) -> None:

@@ -1,0 +1,119 @@
+"""The AI assessment through a real worker: heuristic default and an OpenAI-compatible server."""
+import json
+
+import pytest
+
+from tests.api.test_handoffs import escalate
+from tests.conftest import wait_for
+from tests.servers.openai_compat import OpenAICompatServer
+from webapp.extensions import db
+from webapp.live import stream_key
+from webapp.models import Delivery, Handoff
+from webapp.redis_client import get_redis
+
+
+def assessment_row(app, handoff_id):
+    with app.app_context():
+        return db.session.scalars(db.select(Delivery).where(
+            Delivery.handoff_id == handoff_id, Delivery.channel == "assessment")).one()
+
+
+def settled(app, handoff_id):
+    """The row once it needs nothing more: sent, failed for good, or dead."""
+    row = assessment_row(app, handoff_id)
+    done = row.status in ("sent", "dead") or (row.status == "failed" and not row.next_attempt_at)
+    return row if done else None
+
+
+def test_heuristic_assessment_is_stored_and_announced(app, client, tenant,
+                                                      celery_worker_process):
+    handoff = escalate(client, tenant, note="Users get 'the trust relationship failed'")
+    row = wait_for(lambda: settled(app, handoff["id"]), 20, message="assessment")
+    assert row.status == "sent" and row.attempts == 1
+    body = client.get(f"/api/v1/handoffs/{handoff['id']}", headers=tenant.headers()).get_json()
+    assessment = body["assessment"]
+    assert assessment["status"] == "ready" and assessment["provider"] == "heuristic"
+    assert assessment["summary"] and assessment["likely_causes"] and assessment["next_steps"]
+    assert 0 <= assessment["confidence"] <= 1
+
+    def updated_event():
+        entries = get_redis(app).xrange(stream_key(tenant.account_id))
+        events = [json.loads(fields[b"data"]) for _, fields in entries
+                  if fields[b"event"] == b"handoff_updated"]
+        return [e for e in events if e["handoff"]["assessment"]["status"] == "ready"]
+    event = wait_for(updated_event, 10, message="handoff_updated event")[0]
+    assert event["handoff"]["id"] == handoff["id"] and event["type"] == "handoff_updated"
+
+
+@pytest.fixture
+def ai_server():
+    with OpenAICompatServer(api_key="sk-test") as server:
+        yield server
+
+
+@pytest.fixture
+def openai_worker(private_worker, ai_server):
+    return private_worker("ai", AI_PROVIDER="openai", AI_BASE_URL=ai_server.url,
+                          AI_API_KEY="sk-test", AI_MODEL="diag-1", AI_TIMEOUT="1")
+
+
+def escalate_via(queue_app, tenant, **fields):
+    return escalate(queue_app.test_client(), tenant, **fields)
+
+
+def test_openai_compatible_assessment_is_stored(app, tenant, ai_server, openai_worker):
+    _, queue_app = openai_worker
+    handoff = escalate_via(queue_app, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 20, message="assessment")
+    assert row.status == "sent"
+    with app.app_context():
+        stored = db.session.get(Handoff, handoff["id"]).assessment
+    assert stored["provider"] == "openai" and stored["model"]
+    assert stored["summary"] == ai_server.assessment["summary"]
+    assert "Need someone with Exchange admin rights" in ai_server.requests[-1].user_text
+
+
+def test_provider_timeouts_are_retried_then_failed_with_the_reason(app, tenant, ai_server,
+                                                                   openai_worker):
+    _, queue_app = openai_worker
+    ai_server.delay_next(2.5, times=10)
+    handoff = escalate_via(queue_app, tenant)
+    row = wait_for(lambda: assessment_row(app, handoff["id"]).status == "dead"
+                   and assessment_row(app, handoff["id"]), 40, message="assessment dead")
+    assert row.attempts == 3
+    assert "gave up after 3 attempts" in row.last_error and "tim" in row.last_error.lower()
+    body = queue_app.test_client().get(f"/api/v1/handoffs/{handoff['id']}",
+                                       headers=tenant.headers()).get_json()
+    assert body["status"] == "open" and body["note"] == "Need someone with Exchange admin rights"
+    assert body["assessment"]["status"] == "failed" and body["assessment"]["summary"] is None
+
+
+def test_invalid_json_is_retried_and_a_good_answer_then_wins(app, tenant, ai_server,
+                                                            openai_worker):
+    _, queue_app = openai_worker
+    ai_server.invalid_json_next(times=1)
+    handoff = escalate_via(queue_app, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 20, message="assessment")
+    assert (row.status, row.attempts) == ("sent", 2), row.last_error
+
+
+def test_invalid_json_every_time_ends_dead_with_the_reason(app, tenant, ai_server,
+                                                           openai_worker):
+    _, queue_app = openai_worker
+    ai_server.invalid_json_next(times=10)
+    handoff = escalate_via(queue_app, tenant)
+    row = wait_for(lambda: assessment_row(app, handoff["id"]).status == "dead"
+                   and assessment_row(app, handoff["id"]), 30, message="assessment dead")
+    assert "invalid assessment JSON" in row.last_error
+    with app.app_context():
+        assert db.session.get(Handoff, handoff["id"]).assessment is None
+
+
+def test_rejected_api_key_fails_at_once_without_leaking_it(app, tenant, ai_server,
+                                                          private_worker):
+    _, queue_app = private_worker("ai-badkey", AI_PROVIDER="openai", AI_BASE_URL=ai_server.url,
+                                  AI_API_KEY="sk-wrong-secret", AI_MODEL="diag-1")
+    handoff = escalate_via(queue_app, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 20, message="assessment")
+    assert row.status == "failed" and row.attempts == 1
+    assert "sk-wrong-secret" not in row.last_error

@@ -1,0 +1,148 @@
+"""Nothing is lost: a broker outage at POST time, a killed worker, and beat's lock."""
+import threading
+import time
+from datetime import timedelta
+
+from tasks import maintenance
+from tests.api.test_handoffs import escalate, new_session
+from tests.conftest import app_config, wait_for
+from tests.tasks.test_notifications import email_rows
+from webapp import create_app
+from webapp.extensions import db
+from webapp.models import Delivery
+from webapp.models.base import utcnow
+from webapp.services.locks import single_run
+
+
+def test_broker_down_at_post_still_201_fast_and_beat_delivers_later(
+        app, app_env, make_tenant, smtp_server, celery_worker_process):
+    smtp_server.reset()
+    tenant = make_tenant("Acme", extra_engineers=1)
+    down = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
+                                 CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
+    client = down.test_client()
+    session_id = new_session(client, tenant)
+    started = time.monotonic()
+    response = client.post(f"/api/v1/ai-sessions/{session_id}/handoff",
+                           json={"intent": "escalate", "note": "broker is down"},
+                           headers=tenant.headers("engineer"))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 201
+    assert elapsed < 1.5, f"POST took {elapsed:.2f}s with the broker down"
+    handoff_id = response.get_json()["id"]
+    time.sleep(1.0)
+    assert smtp_server.messages == []
+    assert {r.status for r in email_rows(app, handoff_id)} == {"pending"}
+
+    with app.app_context():   # the broker is back: beat's next run finds the forgotten rows
+        assert maintenance.redeliver(utcnow() + timedelta(seconds=61)) >= 5
+    wait_for(lambda: all(r.status == "sent" for r in email_rows(app, handoff_id)), 20,
+             message="emails after the broker came back")
+    assert len(smtp_server.messages) == 3
+
+
+def undispatched_handoff(app_env, tenant) -> int:
+    """An escalation whose dispatch never reached a broker: only beat will find its rows."""
+    down = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
+                                 CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
+    return escalate(down.test_client(), tenant)["id"]
+
+
+def test_pending_rows_younger_than_the_grace_are_left_alone(app, app_env, tenant):
+    handoff_id = undispatched_handoff(app_env, tenant)
+    with app.app_context():
+        assert maintenance.redeliver(utcnow()) == 0
+        grace = app.config["DELIVERY_PENDING_GRACE_SECONDS"]
+        assert maintenance.redeliver(utcnow() + timedelta(seconds=grace + 1)) == 4
+        statuses = {row.status for row in db.session.scalars(
+            db.select(Delivery).where(Delivery.handoff_id == handoff_id))}
+    assert statuses <= {"pending", "sending", "sent", "skipped"}
+
+
+def test_worker_killed_mid_task_the_work_completes_after_redelivery(
+        app, make_tenant, smtp_server, private_worker):
+    smtp_server.reset()
+    tenant = make_tenant("Acme")
+    first, queue_app = private_worker("kill")
+    smtp_server.handler.stall_rcpt_seconds = 30      # every send hangs at RCPT
+    handoff = escalate(queue_app.test_client(), tenant)
+    wait_for(lambda: any(r.status == "sending" for r in email_rows(app, handoff["id"])), 15,
+             message="a send in flight")
+    first.kill()
+    smtp_server.handler.stall_rcpt_seconds = 0
+    assert smtp_server.messages == []
+    second, _ = private_worker("kill")
+    # the dead worker's leases run out; beat hands its rows to the living worker: those it
+    # was sending (lease expired) and those whose messages it held unstarted (still pending,
+    # found once the pending grace has passed)
+    time.sleep(int(queue_app.config["DELIVERY_LEASE_SECONDS"]) + 0.5)
+    grace = queue_app.config["DELIVERY_PENDING_GRACE_SECONDS"]
+    with queue_app.app_context():
+        maintenance.redeliver(utcnow() + timedelta(seconds=grace + 1))
+    wait_for(lambda: all(r.status == "sent" for r in email_rows(app, handoff["id"])), 30,
+             message="emails after the worker was killed")
+    rows = email_rows(app, handoff["id"])
+    assert len(smtp_server.messages) == len(rows) == 2
+    assert sorted(r for m in smtp_server.messages for r in m.rcpt_tos) == sorted(
+        r.recipient for r in rows)
+
+
+def test_rows_that_keep_killing_workers_end_dead(app, client, tenant):
+    handoff = escalate(client, tenant)
+    with app.app_context():
+        db.session.execute(db.update(Delivery).where(Delivery.handoff_id == handoff["id"],
+                                                     Delivery.channel == "email").values(
+            status="sending", attempts=app.config["DELIVERY_MAX_ATTEMPTS"],
+            lease_expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        maintenance.redeliver(utcnow())
+    rows = client.get(f"/api/v1/handoffs/{handoff['id']}/deliveries",
+                      headers=tenant.headers()).get_json()["items"]
+    emails = [d for d in rows if d["channel"] == "email"]
+    assert emails and all(d["status"] == "dead" for d in emails)
+    assert all("gave up" in d["last_error"] for d in emails)
+
+
+def test_two_beats_never_run_the_same_job_at_once(app):
+    held, release = threading.Event(), threading.Event()
+
+    def other_beat():
+        with app.app_context(), single_run("redeliver_due") as acquired:
+            assert acquired
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_beat)
+    thread.start()
+    try:
+        assert held.wait(10)
+        with app.app_context():
+            assert maintenance.redeliver_due() == -1     # the job body did not run
+    finally:
+        release.set()
+        thread.join(10)
+    with app.app_context():
+        assert maintenance.redeliver_due() >= 0
+
+
+def test_concurrent_beat_runs_enqueue_each_due_row_once(app, app_env, tenant):
+    handoff_id = undispatched_handoff(app_env, tenant)
+    with app.app_context():
+        db.session.execute(db.update(Delivery).where(Delivery.handoff_id == handoff_id)
+                           .values(status="failed", next_attempt_at=utcnow()))
+        db.session.commit()
+    results, barrier = [], threading.Barrier(4)
+
+    def beat():
+        with app.app_context():
+            barrier.wait()
+            results.append(maintenance.redeliver_due())
+
+    threads = [threading.Thread(target=beat) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(results) == 4
+    assert sum(r for r in results if r > 0) == 4     # assessment, PSA, two emails: once each
+    assert all(r in (-1, 0, 4) for r in results)

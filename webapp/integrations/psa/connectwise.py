@@ -1,0 +1,134 @@
+"""ConnectWise Manage: internal-analysis notes on service tickets through REST API 3.0."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .base import (
+    HttpPsaAdapter,
+    PsaPermanent,
+    base_url,
+    html_to_text,
+    iter_dicts,
+    note_id,
+    require_settings,
+    ticket_number,
+)
+
+PAGE_SIZE = 1000
+MAX_PAGES = 50
+_CODEBASE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class ConnectWiseAdapter(HttpPsaAdapter):
+    """Notes on ConnectWise Manage service tickets."""
+
+    provider = "connectwise"
+    name = "ConnectWise"
+    required = ("site_url", "company_id", "public_key", "private_key", "client_id")
+
+    def __init__(
+        self,
+        settings: dict,
+        *,
+        http: httpx.Client | None = None,
+        redis: Any = None,
+        timeout: float = 10.0,
+    ) -> None:
+        require_settings(self.provider, settings, self.required)
+        self._site = base_url(settings["site_url"], "site_url", self.provider)
+        self._company = settings["company_id"].strip()
+        public_key = settings["public_key"].strip()
+        private_key = settings["private_key"].strip()
+        credentials = base64.b64encode(
+            f"{self._company}+{public_key}:{private_key}".encode()
+        ).decode()
+        self._headers = {
+            "Authorization": f"Basic {credentials}",
+            "clientId": settings["client_id"].strip(),
+            "Accept": "application/json",
+        }
+        codebase = settings.get("codebase")
+        self._api = self._api_url(codebase) if codebase else None
+        super().__init__(http, timeout)
+        self._keep_secret(private_key, credentials)
+
+    def add_note(self, ticket_id: str, text: str) -> str:
+        """Post an internal-analysis note (plain text) and return its id."""
+        number = ticket_number(ticket_id, self.name)
+        response = self._send(
+            "POST",
+            f"{self._base()}/service/tickets/{number}/notes",
+            write=True,
+            headers=self._headers,
+            json={"text": html_to_text(text), "internalAnalysisFlag": True},
+        )
+        self._check(response, write=True, ticket_id=number)
+        return note_id(self._json(response, write=True), self.name, "id")
+
+    def find_note_by_marker(self, ticket_id: str, marker: str) -> str | None:
+        """Scan the ticket's notes, page by page, for one whose text holds marker."""
+        number = ticket_number(ticket_id, self.name)
+        url = f"{self._base()}/service/tickets/{number}/notes"
+        for page in range(1, MAX_PAGES + 1):
+            response = self._send(
+                "GET",
+                url,
+                headers=self._headers,
+                params={"page": page, "pageSize": PAGE_SIZE, "fields": "id,text"},
+            )
+            self._check(response, ticket_id=number)
+            notes = self._json(response)
+            for note in iter_dicts(notes):
+                if marker in str(note.get("text") or ""):
+                    return str(note.get("id"))
+            if not isinstance(notes, list) or len(notes) < PAGE_SIZE:
+                return None
+        return None
+
+    def get_ticket(self, ticket_id: str) -> dict:
+        """Return the service ticket."""
+        number = ticket_number(ticket_id, self.name)
+        response = self._send(
+            "GET", f"{self._base()}/service/tickets/{number}", headers=self._headers
+        )
+        self._check(response, ticket_id=number)
+        ticket = self._json(response)
+        if not isinstance(ticket, dict):
+            raise PsaPermanent(f"{self.name}: unreadable answer for ticket {number}")
+        return ticket
+
+    def _base(self) -> str:
+        if self._api is None:
+            self._api = self._api_url(self._discover_codebase())
+        return self._api
+
+    def _api_url(self, codebase: str) -> str:
+        codebase = codebase.strip().strip("/")
+        if not _CODEBASE.fullmatch(codebase):
+            raise PsaPermanent(f"{self.name}: the codebase is not valid")
+        return f"{self._site}/{codebase}/apis/3.0"
+
+    def _discover_codebase(self) -> str:
+        """Ask the site which release path serves this company (it moves on upgrades)."""
+        response = self._send(
+            "GET",
+            f"{self._site}/login/companyinfo/{quote(self._company, safe='')}",
+            headers={"Accept": "application/json"},
+        )
+        not_found = PsaPermanent(
+            f"{self.name}: company {self._company!r} not found at the configured site_url"
+        )
+        if response.status_code == 404:
+            raise not_found
+        self._check(response)
+        info = self._json(response)
+        codebase = info.get("Codebase") if isinstance(info, dict) else None
+        if not isinstance(codebase, str) or not codebase.strip():
+            raise not_found
+        return codebase

@@ -1,0 +1,45 @@
+"""The AI diagnostic assessment of an escalation, stored on the handoff."""
+from __future__ import annotations
+
+from flask import current_app
+
+from webapp.extensions import db
+from webapp.integrations.ai import (
+    AiInvalidOutput,
+    AiPermanent,
+    AiRetryable,
+    AssessmentProvider,
+    build_provider,
+)
+from webapp.models import Delivery, Handoff
+from webapp.models.base import utcnow
+from webapp.services.deliveries import Permanent, Retryable
+
+
+def provider_from_config() -> AssessmentProvider:
+    config = current_app.config
+    return build_provider(config["AI_PROVIDER"], base_url=config["AI_BASE_URL"],
+                          api_key=config["AI_API_KEY"], model=config["AI_MODEL"],
+                          timeout=config["AI_TIMEOUT"])
+
+
+def case_of(handoff: Handoff) -> dict:
+    snapshot = handoff.snapshot
+    return {"title": snapshot.get("title"), "client_name": snapshot.get("client_name"),
+            "note": handoff.note, "urgency": handoff.urgency,
+            "problem": snapshot.get("problem", ""), "messages": snapshot.get("messages", [])}
+
+
+def assess(row: Delivery) -> None:
+    """Side effect of the assessment row: ask the provider, keep the answer on the handoff."""
+    handoff = db.session.get(Handoff, row.handoff_id)
+    try:
+        assessment = provider_from_config().assess(case_of(handoff))
+    except AiInvalidOutput as error:  # a model may answer well on the next try
+        raise Retryable(error.reason) from error
+    except AiRetryable as error:
+        raise Retryable(error.reason, error.retry_after) from error
+    except AiPermanent as error:
+        raise Permanent(error.reason) from error
+    handoff.assessment = {**assessment.to_dict(), "generated_at": utcnow().isoformat()}
+

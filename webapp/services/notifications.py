@@ -1,0 +1,72 @@
+"""The escalation email: one per recipient, written so a senior can act on it."""
+from __future__ import annotations
+
+from flask import current_app
+from flask_mail import Message
+
+from webapp.extensions import db
+from webapp.integrations import mail
+from webapp.models import SENIOR_ROLES, Delivery, Handoff, User
+from webapp.services.deliveries import Permanent, Retryable, Skip
+
+
+def handoff_link(handoff: Handoff) -> str:
+    return f"{current_app.config['PUBLIC_BASE_URL'].rstrip('/')}/queue#handoff-{handoff.id}"
+
+
+def compose(handoff: Handoff, row: Delivery) -> Message:
+    session, snapshot = handoff.session, handoff.snapshot
+    client = snapshot.get("client_name") or "no client named"
+    urgent = handoff.urgency == "high"
+    subject = (f"{'[URGENT] ' if urgent else ''}Escalation: {snapshot.get('title')} "
+               f"({client}) from {handoff.creator.name}")
+    problem = (snapshot.get("problem") or "").strip()
+    if len(problem) > 1500:
+        problem = problem[:1500].rstrip() + " ..."
+    transcript = snapshot.get("messages") or []
+    lines = [
+        f"{handoff.creator.name} escalated a session and needs a senior to take it over.",
+        "",
+        f"Session:   {snapshot.get('title')}",
+        f"Client:    {client}",
+        f"Urgency:   {'HIGH' if urgent else 'normal'}",
+        f"Ticket:    {snapshot.get('psa_ticket_id') or 'none'}",
+        f"Escalated: {handoff.created_at:%Y-%m-%d %H:%M} UTC",
+        "",
+        "Escalation note:",
+        handoff.note,
+        "",
+        "Problem:",
+        problem or "(not described)",
+        "",
+        f"Transcript: {len(transcript)} message(s) in the session snapshot.",
+        "",
+        f"Claim it: {handoff_link(handoff)}",
+        "",
+        "The first senior to claim it takes the session; the others see it as claimed.",
+    ]
+    message = Message(subject=subject, recipients=[row.recipient], body="\n".join(lines),
+                      extra_headers={"X-Escalation-Handoff": str(handoff.id),
+                                     "X-Escalation-Session": str(session.id)})
+    message.msgId = f"<handoff-{handoff.id}.delivery-{row.id}@escalations>"
+    return message
+
+
+def send_escalation_email(row: Delivery) -> str:
+    """Side effect of an email row: send to its recipient unless no longer wanted."""
+    handoff = db.session.get(Handoff, row.handoff_id)
+    if handoff.status == "cancelled":
+        raise Skip("escalation cancelled")
+    if handoff.status == "claimed":
+        raise Skip(f"already claimed by {handoff.claimer.name}")
+    user = db.session.get(User, row.recipient_user_id) if row.recipient_user_id else None
+    if user is None or user.deleted_at is not None or user.role not in SENIOR_ROLES:
+        raise Skip("recipient is no longer an active senior")
+    message = compose(handoff, row)
+    try:
+        mail.send(message)
+    except mail.MailRetryable as error:
+        raise Retryable(str(error)) from error
+    except mail.MailPermanent as error:
+        raise Permanent(str(error)) from error
+    return message.msgId

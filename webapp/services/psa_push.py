@@ -1,0 +1,89 @@
+"""The escalation note on the client's PSA ticket, written exactly once."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import current_app
+
+from webapp.extensions import db
+from webapp.integrations.psa import (
+    PsaPermanent,
+    PsaRetryable,
+    build_adapter,
+    note_marker,
+    write_note_once,
+)
+from webapp.models import Delivery, Handoff
+from webapp.models.base import utcnow
+from webapp.redis_client import get_redis
+from webapp.services import psa_settings
+from webapp.services.deliveries import Defer, Permanent, Retryable, Skip
+
+ASSESSMENT_POLL_SECONDS = 5.0
+
+
+def compose_note(handoff: Handoff) -> str:
+    """Plain text a senior can read in the PSA; the marker lets a lost answer be reconciled."""
+    snapshot = handoff.snapshot
+    lines = [
+        f"ESCALATED by {handoff.creator.name} on {handoff.created_at:%Y-%m-%d %H:%M} UTC"
+        f"{' (URGENT)' if handoff.urgency == 'high' else ''}",
+        f"Session: {snapshot.get('title')}",
+        "",
+        "Escalation note:",
+        handoff.note,
+        "",
+        "Problem:",
+        (snapshot.get("problem") or "(not described)").strip()[:2000],
+    ]
+    messages = snapshot.get("messages") or []
+    if messages:
+        lines += ["", f"Transcript (last {min(len(messages), 6)} of {len(messages)} messages):"]
+        lines += [f"- {m['role']}: {m['content'][:300]}" for m in messages[-6:]]
+    assessment = handoff.assessment
+    if assessment:
+        lines += ["", f"AI assessment ({assessment.get('provider')}, confidence "
+                      f"{round(100 * float(assessment.get('confidence') or 0))}%):",
+                  assessment.get("summary") or ""]
+        lines += ["Likely causes:"] + [f"- {c}" for c in assessment.get("likely_causes", [])]
+        lines += ["Next steps:"] + [f"- {s}" for s in assessment.get("next_steps", [])]
+    else:
+        lines += ["", "AI assessment: not available yet."]
+    link = f"{current_app.config['PUBLIC_BASE_URL'].rstrip('/')}/queue#handoff-{handoff.id}"
+    lines += ["", f"Open in Escalations: {link}", note_marker(handoff.id)]
+    return "\n".join(lines)
+
+
+def _assessment_settled(handoff: Handoff) -> bool:
+    """True once the assessment will not arrive soon: done, given up, or failing."""
+    status = db.session.scalar(db.select(Delivery.status).where(
+        Delivery.handoff_id == handoff.id, Delivery.channel == "assessment"))
+    return status in (None, "sent", "failed", "dead", "skipped")
+
+
+def push_note(row: Delivery) -> str:
+    """Side effect of the PSA row: one note on the session's ticket, carrying the marker."""
+    handoff = db.session.get(Handoff, row.handoff_id)
+    if handoff.status == "cancelled":
+        raise Skip("escalation cancelled")
+    ticket_id = handoff.snapshot.get("psa_ticket_id")
+    if not ticket_id:
+        raise Skip("the session has no PSA ticket")
+    config = psa_settings.load(handoff.account_id)
+    if config is None:
+        raise Skip("no PSA configured for the account")
+    wait = timedelta(seconds=current_app.config["PSA_WAIT_FOR_ASSESSMENT_SECONDS"])
+    if handoff.assessment is None and not _assessment_settled(handoff) \
+            and utcnow() - handoff.created_at < wait:
+        raise Defer(ASSESSMENT_POLL_SECONDS, "waiting for the AI assessment")
+    provider, settings = config
+    try:
+        adapter = build_adapter(provider, settings, redis=get_redis(),
+                                timeout=current_app.config["PSA_TIMEOUT"])
+        with adapter:
+            return write_note_once(adapter, str(ticket_id), note_marker(handoff.id),
+                                   compose_note(handoff), check_first=row.attempts > 1)
+    except PsaRetryable as error:
+        raise Retryable(error.reason, error.retry_after) from error
+    except PsaPermanent as error:
+        raise Permanent(error.reason) from error

@@ -1,0 +1,48 @@
+"""An account's PSA connection: plain settings in a JSON column, secrets encrypted."""
+from __future__ import annotations
+
+from webapp.extensions import db
+from webapp.models import Account
+from webapp.secrets_at_rest import decrypt_json, encrypt_json
+
+FIELDS = {
+    "connectwise": {"plain": ("site_url", "company_id", "client_id", "codebase"),
+                    "secret": ("public_key", "private_key")},
+    "autotask": {"plain": ("username", "zone_url", "zone_lookup_url"),
+                 "secret": ("secret", "integration_code")},
+    "halopsa": {"plain": ("base_url", "client_id", "tenant", "note_outcome"),
+                "secret": ("client_secret",)},
+    "none": {"plain": (), "secret": ()},
+}
+
+
+def save(account: Account, provider: str, values: dict, push_parks: bool | None = None) -> None:
+    fields = FIELDS[provider]
+    account.psa_provider = provider
+    account.psa_settings = {k: values[k] for k in fields["plain"] if values.get(k) is not None}
+    secrets = {k: values[k] for k in fields["secret"] if values.get(k) is not None}
+    account.psa_secrets = encrypt_json(secrets) if secrets else None
+    if push_parks is not None:
+        account.psa_push_parks = push_parks
+
+
+def public_view(account: Account) -> dict:
+    """What GET /account/psa shows: settings, which secrets are set, never their values."""
+    provider = account.psa_provider
+    settings = dict(account.psa_settings or {})
+    stored = set(decrypt_json(account.psa_secrets)) if account.psa_secrets else set()
+    for name in FIELDS[provider]["secret"]:
+        settings[f"{name}_set"] = name in stored
+    return {"provider": provider, "settings": settings, "configured": provider != "none",
+            "push_parks": account.psa_push_parks}
+
+
+def load(account_id: int) -> tuple[str, dict] | None:
+    """(provider, settings with secrets decrypted) for the adapter, or None if not set up."""
+    account = db.session.get(Account, account_id)
+    if account is None or account.psa_provider == "none":
+        return None
+    settings = dict(account.psa_settings or {})
+    if account.psa_secrets:
+        settings.update(decrypt_json(account.psa_secrets))
+    return account.psa_provider, settings
