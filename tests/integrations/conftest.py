@@ -14,8 +14,6 @@ import redis as redis_lib
 from tests.servers.psa import PsaServer
 from webapp.integrations.psa import PsaAdapter, PsaRetryable, write_note_once
 
-PSA_REDIS_URL = "redis://127.0.0.1:6379/15"
-
 
 def _loopback_only(request: httpx.Request) -> None:
     assert request.url.host in ("127.0.0.1", "localhost"), f"non-loopback request: {request.url}"
@@ -49,9 +47,9 @@ class PsaRedis:
 
 
 @pytest.fixture
-def psa_redis() -> Iterator[PsaRedis]:
-    """Real local Redis (db 15); only keys under this test's unique prefix are removed."""
-    client = redis_lib.Redis.from_url(PSA_REDIS_URL)
+def psa_redis(service_urls) -> Iterator[PsaRedis]:
+    """Real Redis (logical db 15 of the run's server); only this test's keys are removed."""
+    client = redis_lib.Redis.from_url(service_urls["REDIS_URL"].rsplit("/", 1)[0] + "/15")
     client.ping()
     handle = PsaRedis(client, f"psa-test:{uuid.uuid4().hex}:")
     handle.delete_after(handle.prefix + "*")

@@ -4,7 +4,7 @@ import time
 from datetime import timedelta
 
 from tasks import maintenance
-from tests.api.test_handoffs import escalate, new_session
+from tests.api.test_handoffs import escalate, hand_off, new_session
 from tests.conftest import app_config, wait_for
 from tests.tasks.test_notifications import email_rows
 from webapp import create_app
@@ -41,11 +41,14 @@ def test_broker_down_at_post_still_201_fast_and_beat_delivers_later(
     assert len(smtp_server.messages) == 3
 
 
-def undispatched_handoff(app_env, tenant) -> int:
+def undispatched_handoff(app_env, tenant, **session_fields) -> int:
     """An escalation whose dispatch never reached a broker: only beat will find its rows."""
     down = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
                                  CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
-    return escalate(down.test_client(), tenant)["id"]
+    client = down.test_client()
+    response = hand_off(client, tenant, new_session(client, tenant, **session_fields))
+    assert response.status_code == 201
+    return response.get_json()["id"]
 
 
 def test_pending_rows_younger_than_the_grace_are_left_alone(app, app_env, tenant):

@@ -73,9 +73,10 @@ def push_note(row: Delivery) -> str:
     if config is None:
         raise Skip("no PSA configured for the account")
     wait = timedelta(seconds=current_app.config["PSA_WAIT_FOR_ASSESSMENT_SECONDS"])
-    if handoff.assessment is None and not _assessment_settled(handoff) \
-            and utcnow() - handoff.created_at < wait:
-        raise Defer(ASSESSMENT_POLL_SECONDS, "waiting for the AI assessment")
+    if handoff.assessment is None:
+        if not _assessment_settled(handoff) and utcnow() - handoff.created_at < wait:
+            raise Defer(ASSESSMENT_POLL_SECONDS, "waiting for the AI assessment")
+        db.session.refresh(handoff)   # it may have landed since the handoff was read
     provider, settings = config
     try:
         adapter = build_adapter(provider, settings, redis=get_redis(),

@@ -1,0 +1,200 @@
+"""The PSA note through a real worker against a local server speaking each PSA's API."""
+import base64
+import time
+from datetime import timedelta
+
+import pytest
+
+from tasks import maintenance
+from tests.api.test_handoffs import hand_off, new_session
+from tests.conftest import artifacts_dir, wait_for
+from tests.servers import psa as fake
+from tests.servers.psa import PsaServer
+from tests.tasks.test_redelivery import undispatched_handoff
+from webapp.extensions import db
+from webapp.models import Delivery
+from webapp.models.base import utcnow
+
+PROVIDERS = ["connectwise", "autotask", "halopsa"]
+NOTE_PATH = {"connectwise": "/notes", "autotask": "/notes", "halopsa": "/api/actions"}
+
+
+@pytest.fixture
+def psa_server():
+    with PsaServer(tickets=("1001", "1002")) as server:
+        yield server
+
+
+@pytest.fixture
+def configure(client, tenant, psa_server):
+    def configure(provider: str, **overrides):
+        body = {"provider": provider, **psa_server.settings(provider), **overrides}
+        response = client.put("/api/v1/account/psa", json=body, headers=tenant.headers())
+        assert response.status_code == 200, response.get_json()
+    return configure
+
+
+def psa_row(app, handoff_id):
+    with app.app_context():
+        return db.session.scalars(db.select(Delivery).where(
+            Delivery.handoff_id == handoff_id, Delivery.channel == "psa")).one()
+
+
+def settled(app, handoff_id):
+    row = psa_row(app, handoff_id)
+    done = row.status in ("sent", "dead", "skipped") or (
+        row.status == "failed" and row.next_attempt_at is None)
+    return row if done else None
+
+
+def escalate_on_ticket(client, tenant, ticket="1001", **fields):
+    session_id = new_session(client, tenant, psa_ticket_id=ticket)
+    response = hand_off(client, tenant, session_id, **fields)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def note_posts(server, provider):
+    return server.requests_to("POST", NOTE_PATH[provider])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_one_note_on_the_right_ticket_with_the_right_auth(app, client, tenant, psa_server,
+                                                          configure, provider,
+                                                          celery_worker_process):
+    configure(provider)
+    handoff = escalate_on_ticket(client, tenant, note="Customer's DNS server is down")
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert row.status == "sent" and row.attempts == 1
+    notes = psa_server.notes("1001")
+    assert len(notes) == 1 and psa_server.notes("1002") == []
+    text = notes[0].get("text") or notes[0].get("description") or notes[0].get("note_html")
+    assert f"[escalation-handoff:{handoff['id']}]" in text
+    assert "Customer" in text and "DNS server is down" in text
+    assert tenant.users["engineer"]["name"] in text
+    assert "AI assessment (heuristic" in text        # the push waited for the assessment
+    assert row.external_id == str(notes[0]["id"])
+    post = note_posts(psa_server, provider)[0]
+    if provider == "connectwise":
+        credentials = f"{fake.CW_COMPANY}+{fake.CW_PUBLIC_KEY}:{fake.CW_PRIVATE_KEY}"
+        assert post.headers["authorization"] == "Basic " + base64.b64encode(
+            credentials.encode()).decode()
+        assert post.headers["clientid"] == fake.CW_CLIENT_ID
+    elif provider == "autotask":
+        assert post.headers["apiintegrationcode"] == fake.AT_INTEGRATION_CODE
+        assert post.headers["username"] == fake.AT_USERNAME
+        assert post.headers["secret"] == fake.AT_SECRET
+    else:
+        assert post.headers["authorization"].startswith("Bearer ")
+        assert isinstance(post.json(), list) and post.json()[0]["hiddenfromuser"] is True
+    body = client.get(f"/api/v1/handoffs/{handoff['id']}", headers=tenant.headers()).get_json()
+    assert body["psa"]["status"] == "sent" and body["psa"]["note_id"] == row.external_id
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_429_with_retry_after_then_success_writes_one_note_after_the_wait(
+        app, client, tenant, psa_server, configure, provider, celery_worker_process):
+    configure(provider)
+    psa_server.inject("POST", NOTE_PATH[provider], status=429, headers={"Retry-After": "2"})
+    handoff = escalate_on_ticket(client, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert row.status == "sent" and row.attempts == 2
+    assert len(psa_server.notes("1001")) == 1
+    posts = note_posts(psa_server, provider)
+    assert posts[-1].time - posts[0].time >= 1.9
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_503_twice_then_success_writes_one_note(app, client, tenant, psa_server, configure,
+                                                provider, celery_worker_process):
+    configure(provider)
+    psa_server.inject("POST", NOTE_PATH[provider], status=503, times=2)
+    handoff = escalate_on_ticket(client, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert (row.status, row.attempts) == ("sent", 3)
+    assert len(psa_server.notes("1001")) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_accept_then_drop_still_writes_one_note(app, client, tenant, psa_server, configure,
+                                                provider, celery_worker_process):
+    configure(provider)
+    psa_server.inject("POST", NOTE_PATH[provider], action="accept_then_drop")
+    handoff = escalate_on_ticket(client, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert row.status == "sent"
+    notes = psa_server.notes("1001")
+    assert len(notes) == 1 and row.external_id == str(notes[0]["id"])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_unknown_ticket_fails_permanently_with_the_reason(app, client, tenant, psa_server,
+                                                          configure, provider,
+                                                          celery_worker_process):
+    configure(provider)
+    handoff = escalate_on_ticket(client, tenant, ticket="4040")
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert "4040" in row.last_error and "not found" in row.last_error
+    body = client.get(f"/api/v1/handoffs/{handoff['id']}", headers=tenant.headers()).get_json()
+    assert body["psa"]["status"] == "failed" and "4040" in body["psa"]["last_error"]
+
+
+@pytest.mark.parametrize("provider", ["connectwise", "autotask"])
+def test_rejected_credentials_fail_permanently(app, client, tenant, psa_server, configure,
+                                               provider, celery_worker_process):
+    configure(provider)
+    psa_server.inject("POST", NOTE_PATH[provider], status=401, times=5)
+    handoff = escalate_on_ticket(client, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert psa_server.notes("1001") == []
+    assert not [s for s in fake.SECRETS if s in row.last_error]
+
+
+def test_halo_expired_token_is_refreshed_once_and_the_note_written(
+        app, client, tenant, psa_server, configure, celery_worker_process):
+    configure("halopsa")
+    psa_server.inject("POST", "/api/actions", status=401)
+    handoff = escalate_on_ticket(client, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert (row.status, row.attempts) == ("sent", 1)
+    assert len(psa_server.notes("1001")) == 1
+    assert len(psa_server.requests_to("POST", "/auth/token")) == 2
+
+
+def test_no_psa_configured_or_no_ticket_is_skipped(app, client, tenant, psa_server, configure,
+                                                   celery_worker_process):
+    handoff = escalate_on_ticket(client, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert row.status == "skipped" and "no PSA" in row.last_error
+    configure("connectwise")
+    handoff = escalate_on_ticket(client, tenant, ticket=None)
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert row.status == "skipped" and "no PSA ticket" in row.last_error
+
+
+def test_a_failed_push_that_becomes_due_is_retried_by_beat_until_sent(
+        app, app_env, tenant, psa_server, configure, celery_worker_process):
+    configure("connectwise")
+    handoff_id = undispatched_handoff(app_env, tenant, psa_ticket_id="1001")
+    with app.app_context():
+        db.session.execute(db.update(Delivery).where(Delivery.handoff_id == handoff_id).values(
+            status="failed", attempts=1, last_error="PSA answered 503",
+            next_attempt_at=utcnow() + timedelta(minutes=45)))
+        db.session.commit()
+        assert maintenance.redeliver(utcnow()) == 0      # not due yet
+        assert maintenance.redeliver(utcnow() + timedelta(minutes=46)) == 4
+    row = wait_for(lambda: settled(app, handoff_id), 30, message="PSA push")
+    assert row.status == "sent" and len(psa_server.notes("1001")) == 1
+
+
+def test_secrets_never_reach_the_worker_log(app, client, tenant, psa_server, configure,
+                                            celery_worker_process):
+    configure("autotask")
+    psa_server.inject("POST", "/notes", action="auth_500")
+    handoff = escalate_on_ticket(client, tenant)
+    wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    time.sleep(0.2)
+    log = (artifacts_dir() / "celery-worker.log").read_text(errors="replace")
+    assert not [s for s in fake.SECRETS if s in log]
