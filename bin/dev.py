@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -37,6 +38,21 @@ def ensure_virtualenv() -> None:
     stamp.touch()
 
 
+def ensure_browser() -> None:
+    """The browser tests drive Chromium: Debian's when it is there (or can be installed as
+    root), else the one Playwright downloads for this user."""
+    if os.path.exists("/usr/bin/chromium"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing Debian's chromium for the browser tests ...", flush=True)
+        subprocess.run("apt-get update -qq && apt-get install -y -qq chromium", shell=True,
+                       check=False, stdout=subprocess.DEVNULL)
+        if os.path.exists("/usr/bin/chromium"):
+            return
+    print("installing Playwright's chromium for the browser tests ...", flush=True)
+    subprocess.run([str(PYTHON), "-m", "playwright", "install", "chromium"], check=False)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "test"):
         print(__doc__)
@@ -44,6 +60,7 @@ def main(argv: list[str]) -> int:
     ensure_virtualenv()
     os.chdir(ROOT)
     if argv[0] == "test":
+        ensure_browser()
         command = [str(PYTHON), "-m", "pytest", *argv[1:]]
     else:
         command = [str(PYTHON), "-m", "webapp.devrun", *argv[1:]]
