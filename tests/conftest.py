@@ -201,14 +201,17 @@ def other_tenant(make_tenant) -> Tenant:
     return make_tenant("Globex IT")
 
 
-def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message: str = ""):
-    """Poll until predicate() is truthy; returns its value or fails the test."""
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message=""):
+    """Poll until predicate() is truthy; returns its value or fails the test. `message` may be
+    a callable, asked only on failure (to show the state things were left in)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
+            if callable(message):
+                message = message()
             pytest.fail(f"timed out after {timeout}s waiting for {message or predicate}")
         time.sleep(interval)
 

@@ -15,7 +15,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(Config.from_env(overrides=config))
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
 
-    from webapp import auth, cli, errors
+    from webapp import auth, cli, errors, web
     from webapp.api import register_blueprints
     from webapp.celery_app import celery_init_app
     from webapp.extensions import api, db, mail, migrate
@@ -30,6 +30,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.register_error_handlers(app)
     app.before_request(auth.authenticate_request)
     register_blueprints(app, api)
+    app.register_blueprint(web.bp)
     cli.register(app)
     return app
 

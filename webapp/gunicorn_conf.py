@@ -9,6 +9,9 @@ timeout = 60
 graceful_timeout = 10
 keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG") or None
+# gunicorn 27 puts every master's control socket at one path per user; several web
+# processes on one host would remove each other's
+control_socket_disable = True
 
 
 def post_fork(server, worker):

@@ -71,11 +71,12 @@ def test_token_is_reused_until_it_nears_expiry(psa_server, psa_http):
 
 
 def test_short_lived_token_is_not_kept_past_its_life(psa_http):
-    with PsaServer(halo_token_ttl=1) as server:
+    # a 4 s token is kept for half its life: long enough that a slow machine still reuses it
+    with PsaServer(halo_token_ttl=4) as server:
         psa = adapter(server, psa_http)
         psa.get_ticket("1001")
         psa.get_ticket("1001")
-        time.sleep(0.6)
+        time.sleep(2.2)
         psa.get_ticket("1001")
 
         assert len(server.requests_to("POST", TOKEN)) == 2

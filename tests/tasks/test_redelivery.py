@@ -69,8 +69,8 @@ def test_worker_killed_mid_task_the_work_completes_after_redelivery(
     first, queue_app = private_worker("kill")
     smtp_server.handler.stall_rcpt_seconds = 30      # every send hangs at RCPT
     handoff = escalate(queue_app.test_client(), tenant)
-    wait_for(lambda: any(r.status == "sending" for r in email_rows(app, handoff["id"])), 15,
-             message="a send in flight")
+    wait_for(lambda: all(r.status == "sending" for r in email_rows(app, handoff["id"])), 20,
+             message="both sends in flight")
     first.kill()
     smtp_server.handler.stall_rcpt_seconds = 0
     assert smtp_server.messages == []
@@ -83,15 +83,16 @@ def test_worker_killed_mid_task_the_work_completes_after_redelivery(
     with queue_app.app_context():
         maintenance.redeliver(utcnow() + timedelta(seconds=grace + 1))
     wait_for(lambda: all(r.status == "sent" for r in email_rows(app, handoff["id"])), 30,
-             message="emails after the worker was killed")
+             message=lambda: "emails after the worker was killed: " + repr(
+                 [(r.status, r.attempts, r.last_error) for r in email_rows(app, handoff["id"])]))
     rows = email_rows(app, handoff["id"])
     assert len(smtp_server.messages) == len(rows) == 2
     assert sorted(r for m in smtp_server.messages for r in m.rcpt_tos) == sorted(
         r.recipient for r in rows)
 
 
-def test_rows_that_keep_killing_workers_end_dead(app, client, tenant):
-    handoff = escalate(client, tenant)
+def test_rows_that_keep_killing_workers_end_dead(app, app_env, client, tenant):
+    handoff = {"id": undispatched_handoff(app_env, tenant)}
     with app.app_context():
         db.session.execute(db.update(Delivery).where(Delivery.handoff_id == handoff["id"],
                                                      Delivery.channel == "email").values(

@@ -1,0 +1,349 @@
+"""Live events under load, on loopback, against one real gunicorn gevent web process.
+
+1. POST-to-arrival: one subscribed client; N escalations posted one after another; for each,
+   the time from the POST returning (and from it starting) to `handoff_created` arriving.
+2. Idle subscribers: M streams held open by the one web process (spread over A accounts);
+   the worker process's RSS per subscriber; then one escalation per account, and how long
+   each subscriber waits for it (target: all within 1 s).
+
+    .venv/bin/python bench/sse_bench.py --posts 200 --subscribers 2000 --accounts 10
+
+Uses DATABASE_URL / REDIS_URL when set (else embedded servers), a fresh database and a free
+Redis logical database of its own; prints the figures and writes bench/results/sse.json.
+Not run by CI.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import redis as redis_lib
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from webapp.config import psycopg2_url  # noqa: E402
+from webapp.embedded import ensure_services, free_port  # noqa: E402
+
+STREAM_PATH = "/api/v1/ai-sessions/escalations/stream"
+RESULTS = ROOT / "bench" / "results" / "sse.json"
+
+
+def raise_fd_limit(wanted: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def summary_ms(values: list[float]) -> dict:
+    ms = [v * 1000 for v in values]
+    return {"count": len(ms), "p50": round(percentile(ms, 0.50), 2),
+            "p90": round(percentile(ms, 0.90), 2), "p99": round(percentile(ms, 0.99), 2),
+            "max": round(max(ms), 2), "mean": round(statistics.fmean(ms), 2)}
+
+
+# ---- the world: a database, a Redis db, accounts, one gunicorn --------------------------------
+
+@contextmanager
+def fresh_database(base_url: str):
+    base = make_url(psycopg2_url(base_url))
+    name = f"esc_bench_{secrets.token_hex(4)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def free_redis_db(base_url: str):
+    """A logical database nobody else uses (the test suite takes them the same way)."""
+    base = base_url.rsplit("/", 1)[0]
+    control = redis_lib.Redis.from_url(base + "/0")
+    for index in range(1, 16):
+        lock = f"esc:test-db-lock:{index}"
+        if control.set(lock, f"bench-{os.getpid()}", nx=True, ex=3600):
+            url = f"{base}/{index}"
+            redis_lib.Redis.from_url(url).flushdb()
+            try:
+                yield url
+            finally:
+                redis_lib.Redis.from_url(url).flushdb()
+                control.delete(lock)
+            return
+    raise RuntimeError("no free Redis logical database")
+
+
+def make_accounts(env: dict[str, str], count: int) -> list[dict]:
+    """Migrate, then create accounts each with an engineer (who posts and streams)."""
+    from flask_migrate import upgrade
+
+    from webapp import create_app
+    from webapp.auth import hash_password, issue_token
+    from webapp.config import Config
+    from webapp.extensions import db
+    from webapp.models import Account, User
+
+    app = create_app(Config.from_env(env=env))
+    accounts = []
+    with app.app_context():
+        upgrade()
+        password_hash = hash_password("bench-password")
+        for number in range(count):
+            account = Account(name=f"Bench MSP {number}")
+            db.session.add(account)
+            db.session.flush()
+            user = User(account_id=account.id, email=f"engineer@{account.id}.bench",
+                        name=f"Engineer {number}", role="engineer", password_hash=password_hash)
+            db.session.add(user)
+            db.session.flush()
+            token, _ = issue_token(user)
+            accounts.append({"account_id": account.id,
+                             "headers": {"Authorization": f"Bearer {token}"}})
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    return accounts
+
+
+class Gunicorn:
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "webapp/gunicorn_conf.py", "wsgi:app"],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, **env, "HOST": "127.0.0.1", "PORT": str(self.port),
+                 "WEB_CONCURRENCY": "1"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=0.5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("gunicorn did not start")
+
+    def worker_pid(self) -> int:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
+                    return int(entry.name)
+        raise RuntimeError("no gunicorn worker process")
+
+    def worker_rss_kib(self) -> int:
+        status = Path(f"/proc/{self.worker_pid()}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("VmRSS:")))
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+def escalate(http: httpx.Client, base_url: str, headers: dict, number: int) -> tuple:
+    """Create a session (untimed), then POST its escalation; returns (id, started, returned)."""
+    session = http.post(base_url + "/api/v1/ai-sessions", headers=headers,
+                        json={"title": f"Bench {number}", "problem": "VPN drops every hour"})
+    session.raise_for_status()
+    started = time.perf_counter()
+    response = http.post(f"{base_url}/api/v1/ai-sessions/{session.json()['id']}/handoff",
+                         headers=headers, json={"intent": "escalate", "note": "Need a hand"})
+    returned = time.perf_counter()
+    response.raise_for_status()
+    return response.json()["id"], started, returned
+
+
+# ---- 1. POST-to-arrival -----------------------------------------------------------------------
+
+def post_to_arrival(server: Gunicorn, account: dict, posts: int, warmup: int = 10) -> dict:
+    arrivals: dict[int, float] = {}
+    arrived = threading.Condition()
+    ready = threading.Event()
+    stop = threading.Event()
+
+    def listen():
+        with httpx.Client(timeout=httpx.Timeout(10, read=60)) as client, \
+                client.stream("GET", server.base_url + STREAM_PATH,
+                              headers=account["headers"]) as response:
+            event = None
+            for line in response.iter_lines():
+                if stop.is_set():
+                    return
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                    if event == "ready":
+                        ready.set()
+                elif line.startswith("data:") and event == "handoff_created":
+                    at = time.perf_counter()
+                    handoff_id = json.loads(line[5:])["handoff"]["id"]
+                    with arrived:
+                        arrivals[handoff_id] = at
+                        arrived.notify_all()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    if not ready.wait(10):
+        raise RuntimeError("no ready event")
+    from_return, from_start, early = [], [], 0
+    with httpx.Client(timeout=10) as http:
+        for number in range(warmup + posts):
+            handoff_id, started, returned = escalate(http, server.base_url,
+                                                     account["headers"], number)
+            with arrived:
+                if not arrived.wait_for(lambda wanted=handoff_id: wanted in arrivals, 5):
+                    raise RuntimeError(f"handoff {handoff_id} never arrived")
+            if number >= warmup:
+                # the event is published before the response is written, so it may even win
+                early += arrivals[handoff_id] < returned
+                from_return.append(max(0.0, arrivals[handoff_id] - returned))
+                from_start.append(arrivals[handoff_id] - started)
+    stop.set()
+    return {"posts": posts, "arrived_before_the_post_returned": early,
+            "arrival_after_post_returned_ms": summary_ms(from_return),
+            "arrival_after_post_started_ms": summary_ms(from_start)}
+
+
+# ---- 2. idle subscribers ----------------------------------------------------------------------
+
+async def hold_subscribers(server: Gunicorn, accounts: list[dict], count: int,
+                           connect_concurrency: int = 100) -> dict:
+    host, port = "127.0.0.1", server.port
+    subscribers = []  # (account index, reader, writer)
+    arrivals: dict[int, float] = {}
+    limit = asyncio.Semaphore(connect_concurrency)
+
+    async def connect(number: int):
+        index = number % len(accounts)
+        async with limit:
+            reader, writer = await asyncio.open_connection(host, port)
+            request = [f"GET {STREAM_PATH} HTTP/1.1", f"Host: {host}:{port}",
+                       *(f"{k}: {v}" for k, v in accounts[index]["headers"].items()), "", ""]
+            writer.write("\r\n".join(request).encode())
+            buffer = b""
+            while b"event:ready" not in buffer:
+                chunk = await asyncio.wait_for(reader.read(65536), 30)
+                if not chunk:
+                    raise RuntimeError(f"stream closed before ready: {buffer[:200]!r}")
+                buffer += chunk
+            subscribers.append((index, reader, writer))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connect(number) for number in range(count)))
+    connected_in = time.perf_counter() - started
+
+    async def await_event(number: int, reader: asyncio.StreamReader):
+        tail = b""
+        while True:
+            chunk = await reader.read(65536)
+            if not chunk:
+                return
+            tail = tail[-64:] + chunk
+            if b"event:handoff_created" in tail:
+                arrivals[number] = time.perf_counter()
+                return
+
+    waiting = [asyncio.create_task(await_event(number, reader))
+               for number, (_, reader, _) in enumerate(subscribers)]
+    await asyncio.sleep(3)  # settle: let the process reach its idle footprint
+    rss_kib = server.worker_rss_kib()
+
+    posted: dict[int, tuple[float, float]] = {}  # account index: (started, returned)
+    with httpx.Client(timeout=10) as http:
+        for index, account in enumerate(accounts):
+            _, started, returned = await asyncio.to_thread(escalate, http, server.base_url,
+                                                           account["headers"], index)
+            posted[index] = (started, returned)
+    await asyncio.wait(waiting, timeout=10)
+    from_start = [arrivals[number] - posted[subscribers[number][0]][0] for number in arrivals]
+    latencies = [max(0.0, arrivals[number] - posted[subscribers[number][0]][1])
+                 for number in arrivals]
+    for _, _, writer in subscribers:
+        writer.close()
+    return {"subscribers": count, "accounts": len(accounts),
+            "connected_in_s": round(connected_in, 2), "worker_rss_kib_idle": rss_kib,
+            "received": len(arrivals),
+            "received_within_1s_of_post_start": sum(1 for value in from_start if value <= 1.0),
+            "arrival_after_post_returned_ms": summary_ms(latencies) if latencies else None,
+            "arrival_after_post_started_ms": summary_ms(from_start) if from_start else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--posts", type=int, default=200)
+    parser.add_argument("--subscribers", type=int, default=2000)
+    parser.add_argument("--accounts", type=int, default=10)
+    args = parser.parse_args()
+
+    fd_limit = raise_fd_limit(2 * args.subscribers + 1024)
+    services = ensure_services(ROOT / ".local" / "bench-services")
+    with fresh_database(services["DATABASE_URL"]) as database_url, \
+            free_redis_db(services["REDIS_URL"]) as redis_url:
+        env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url,
+               "CELERY_BROKER_URL": redis_url, "SECRET_KEY": "bench-secret",
+               "PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192"}
+        accounts = make_accounts(env, args.accounts)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        (ROOT / ".local").mkdir(exist_ok=True)
+        server = Gunicorn(env, ROOT / ".local" / "bench-sse-gunicorn.log")
+        try:
+            latency = post_to_arrival(server, accounts[0], args.posts)
+            time.sleep(1)
+            rss_before = server.worker_rss_kib()
+            idle = asyncio.run(hold_subscribers(server, accounts, args.subscribers))
+        finally:
+            server.stop()
+    idle["worker_rss_kib_before"] = rss_before
+    idle["rss_kib_per_subscriber"] = round(
+        (idle["worker_rss_kib_idle"] - rss_before) / args.subscribers, 1)
+    results = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "fd_limit": fd_limit},
+        "server": "gunicorn -c webapp/gunicorn_conf.py wsgi:app (gevent, 1 worker), loopback",
+        "post_to_arrival": latency,
+        "idle_subscribers": idle,
+    }
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Browser-test fixtures: a real gunicorn (gevent) web process on loopback, a real Celery worker,
+and Debian's Chromium driven by Playwright's sync API."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, TEST_PASSWORD, artifacts_dir
+from webapp.embedded import free_port
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+# Short keepalives: a cut stream is noticed, and replaced, within a second or two.
+KEEPALIVE_SECONDS = "2"
+EXPECT_TIMEOUT_MS = 15_000
+
+
+class WebServer:
+    """`gunicorn -c webapp/gunicorn_conf.py wsgi:app`, as the Procfile runs it; it can be
+    stopped and started again on the same port, which is how a test cuts the live stream."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.env, self.log_path = env, log_path
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.log = None
+
+    def start(self, timeout: float = 30.0) -> WebServer:
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "webapp/gunicorn_conf.py", "wsgi:app"],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port),
+                 "WEB_CONCURRENCY": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited at start; see {self.log_path}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not answer /healthz within {timeout}s")
+
+    def stop(self) -> None:
+        # SIGINT is gunicorn's quick shutdown; open streams would hold a graceful one for 10 s
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def web_server(app, app_env, celery_worker_process):
+    """The product as a browser meets it: gunicorn with gevent workers serving the page and
+    the API, on the run's database (migrated by `app`), with a worker running the pipeline."""
+    server = WebServer({**app_env, "SSE_KEEPALIVE_SECONDS": KEEPALIVE_SECONDS},
+                       artifacts_dir() / "gunicorn-web-ui.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium (Playwright's own download does not work here). Missing is a failure,
+    never a skip: CI installs it with `apt-get install -y chromium`."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: the browser tests need it "
+                    "(apt-get install -y chromium, or set CHROMIUM_PATH)", pytrace=False)
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Screen:
+    """One browser context (one person) with its page, and the stream requests it sent."""
+    context: object
+    page: object
+    stream_requests: list
+
+    def login(self, email: str, password: str = TEST_PASSWORD) -> None:
+        self.page.get_by_label("Email").fill(email)
+        self.page.get_by_label("Password").fill(password)
+        self.page.get_by_role("button", name="Sign in").click()
+
+
+@pytest.fixture
+def open_screen(browser, web_server, request):
+    """Open the queue page in a fresh browser context; pages are screenshotted into the
+    artifacts when the test fails, and every context is closed at the end."""
+    screens: list[Screen] = []
+
+    def open_screen(path: str = "/queue", *, width: int = 1280, height: int = 860,
+                    reduced_motion: str = "no-preference", before_load=None) -> Screen:
+        context = browser.new_context(base_url=web_server.base_url,
+                                      viewport={"width": width, "height": height},
+                                      reduced_motion=reduced_motion)
+        context.set_default_timeout(EXPECT_TIMEOUT_MS)
+        page = context.new_page()
+        screen = Screen(context, page, [])
+        page.on("request", lambda req: screen.stream_requests.append(req)
+                if req.url.endswith("/escalations/stream") else None)
+        if before_load:
+            before_load(screen)
+        page.goto(path)
+        screens.append(screen)
+        return screen
+
+    yield open_screen
+    failed = getattr(request.node, "rep_call", None)
+    for index, screen in enumerate(screens):
+        if failed is not None and failed.failed:
+            with contextlib.suppress(Exception):  # a crashed page has nothing to show
+                screen.page.screenshot(path=str(
+                    artifacts_dir() / f"web-failure-{request.node.name}-{index}.png"),
+                    full_page=True)
+        screen.context.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call":
+        item.rep_call = report
+    return report
+
+
+@pytest.fixture
+def http(web_server):
+    """An HTTP client on the web process, for what other people do meanwhile."""
+    with httpx.Client(base_url=web_server.base_url, timeout=10.0) as client:
+        yield client
+
+
+def _body(response) -> dict:
+    """The JSON of an httpx answer or of a Flask test client's."""
+    get_json = getattr(response, "get_json", None)
+    return get_json() if get_json else response.json()
+
+
+def new_escalation(http, tenant, role: str = "engineer", *,
+                   title: str = "Exchange mail stuck", client_name: str = "Contoso",
+                   note: str = "Need someone with Exchange admin rights",
+                   urgency: str = "normal", ticket: str | None = "T-100",
+                   messages: tuple[tuple[str, str], ...] = ()) -> dict:
+    """A session (with its transcript) and its escalation, through the HTTP API (an httpx
+    client on the web process, or the test app's Flask client)."""
+    headers = tenant.headers(role)
+    body = {"title": title, "problem": "Outbound mail has been queued since 9am",
+            "client_name": client_name}
+    if ticket:
+        body["psa_ticket_id"] = ticket
+    session = http.post("/api/v1/ai-sessions", headers=headers, json=body)
+    assert session.status_code == 201, session.text
+    session_id = _body(session)["id"]
+    for author, content in messages:
+        answer = http.post(f"/api/v1/ai-sessions/{session_id}/messages", headers=headers,
+                           json={"role": author, "content": content})
+        assert answer.status_code == 201, answer.text
+    handoff = http.post(f"/api/v1/ai-sessions/{session_id}/handoff", headers=headers,
+                        json={"intent": "escalate", "note": note, "urgency": urgency})
+    assert handoff.status_code == 201, handoff.text
+    return _body(handoff)
