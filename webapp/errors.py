@@ -26,6 +26,7 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, details: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers: dict[str, str] = {}
 
 
 def not_found(what: str = "resource") -> ApiError:
@@ -91,7 +92,9 @@ class ErrorShapeApi(Api):
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
-        return error_response(error.status, error.code, error.message, error.details)
+        response = error_response(error.status, error.code, error.message, error.details)
+        response.headers.update(error.headers)
+        return response
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeout)

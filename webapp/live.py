@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from webapp.auth import bearer_token, current_user, user_for_token
 from webapp.errors import ApiError
 from webapp.extensions import db
-from webapp.redis_client import get_redis, key
+from webapp.redis_client import breaker, get_redis, key, quick_client
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,13 @@ def publish(account_id: int, event_type: str, payload: dict) -> str | None:
 
     Never raises: a live event is a courtesy on top of the durable rows.
     """
+    url = None
     try:
+        url = current_app.config["REDIS_URL"]
+        if not breaker(url).allows():
+            log.warning("live event %s for account %s not published: Redis was unavailable "
+                        "moments ago", event_type, account_id)
+            return None
         data = json.dumps({"type": event_type, **payload}, separators=(",", ":"), default=str)
         config = current_app.config
         entry_id = _publish_script()(
@@ -87,6 +93,8 @@ def publish(account_id: int, event_type: str, payload: dict) -> str | None:
                   event_type, data])
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     except Exception as error:  # a lost live event must never fail the caller
+        if url is not None and isinstance(error, (RedisError, OSError)):
+            breaker(url).trip()
         log.warning("live event %s for account %s not published: %s", event_type, account_id,
                     error, exc_info=not isinstance(error, (RedisError, OSError)))
         return None
@@ -95,7 +103,8 @@ def publish(account_id: int, event_type: str, payload: dict) -> str | None:
 def _publish_script():
     scripts = current_app.extensions
     if "live_publish_script" not in scripts:
-        scripts["live_publish_script"] = get_redis().register_script(_PUBLISH_SCRIPT)
+        scripts["live_publish_script"] = quick_client(
+            current_app.config["REDIS_URL"]).register_script(_PUBLISH_SCRIPT)
     return scripts["live_publish_script"]
 
 

@@ -1,5 +1,8 @@
-"""One Redis connection pool per process, shared by publishing, limits and locks."""
+"""One Redis connection pool per process, shared by publishing, limits and locks; and a
+quick-failing client for the calls a request makes after its commit."""
 from __future__ import annotations
+
+import time
 
 import redis
 from flask import Flask, current_app
@@ -10,15 +13,50 @@ KEY_PREFIX = "esc:"
 
 
 def init_redis(app: Flask) -> None:
-    # one quick retry: a Redis that is down must not hold up the request that publishes
+    # one quick retry: a Redis that is down must not hold up whoever calls it for long
     app.extensions["redis"] = redis.Redis.from_url(
         app.config["REDIS_URL"], socket_timeout=2.0, socket_connect_timeout=1.0,
         retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
         health_check_interval=30, max_connections=app.config.get("REDIS_MAX_CONNECTIONS", 200))
+    app.extensions["redis_breakers"] = {}
 
 
 def get_redis(app: Flask | None = None) -> redis.Redis:
     return (app or current_app).extensions["redis"]
+
+
+def quick_client(url: str, app: Flask | None = None) -> redis.Redis:
+    """A client for `url` that gives up after PUBLISH_TIMEOUT_SECONDS, with no retry: for
+    courtesy calls (live events, enqueues) that must never hold up a request."""
+    app = app or current_app
+    clients = app.extensions.setdefault("redis_quick", {})
+    if url not in clients:
+        timeout = app.config["PUBLISH_TIMEOUT_SECONDS"]
+        clients[url] = redis.Redis.from_url(url, socket_timeout=timeout,
+                                            socket_connect_timeout=timeout,
+                                            retry=Retry(ExponentialBackoff(), 0),
+                                            max_connections=app.config.get(
+                                                "REDIS_MAX_CONNECTIONS", 200))
+    return clients[url]
+
+
+class Breaker:
+    """After a failure, callers skip the server for `cooldown` seconds instead of each
+    waiting out its timeout; the work they skip waits in its rows for beat."""
+
+    def __init__(self, cooldown: float = 5.0):
+        self.cooldown, self.open_until = cooldown, 0.0
+
+    def allows(self) -> bool:
+        return time.monotonic() >= self.open_until
+
+    def trip(self) -> None:
+        self.open_until = time.monotonic() + self.cooldown
+
+
+def breaker(url: str, app: Flask | None = None) -> Breaker:
+    breakers = (app or current_app).extensions.setdefault("redis_breakers", {})
+    return breakers.setdefault(url, Breaker())
 
 
 def key(*parts: object) -> str:

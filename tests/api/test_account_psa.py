@@ -87,3 +87,16 @@ def test_switching_to_none_forgets_the_secrets(app, client, tenant):
         secrets = db.session.execute(text("SELECT psa_secrets FROM accounts WHERE id = :id"),
                                      {"id": tenant.account_id}).scalar()
     assert secrets is None
+
+
+def test_secrets_under_a_lost_key_are_reported_not_a_500(app, client, tenant):
+    assert put(client, tenant, CONNECTWISE).status_code == 200
+    app.config["ENCRYPTION_KEY"] = "a-different-key"
+    try:
+        response = client.get("/api/v1/account/psa", headers=tenant.headers())
+    finally:
+        app.config["ENCRYPTION_KEY"] = None
+    assert response.status_code == 200
+    body = response.get_json()
+    assert "cannot be decrypted" in body["problem"]
+    assert body["settings"]["private_key_set"] is False

@@ -22,6 +22,12 @@ def test_login_with_good_credentials_returns_a_working_bearer_token(client, tena
     assert me.status_code == 200 and me.get_json()["role"] == "engineer"
 
 
+def test_nul_characters_are_422_not_500(client, tenant):
+    response = login(client, "a\x00b@example.com")
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "validation_error"
+
+
 def test_login_email_is_case_insensitive(client, tenant):
     assert login(client, tenant.users["admin"]["email"].upper()).status_code == 200
 
@@ -70,4 +76,11 @@ def test_repeated_failed_logins_are_rate_limited(client, tenant):
     codes = [login(client, email, "bad-password").status_code for _ in range(12)]
     assert codes[:10] == [401] * 10
     assert codes[-1] == 429
-    assert login(client, email).get_json()["error"]["code"] == "rate_limited"
+    limited = login(client, email)
+    assert limited.get_json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) > 0
+
+
+def test_successful_logins_are_not_rate_limited(client, tenant):
+    email = tenant.users["viewer"]["email"]
+    assert [login(client, email).status_code for _ in range(12)] == [200] * 12

@@ -357,7 +357,7 @@ def test_deliveries_list_and_admin_retry(app, client, tenant):
     handoff = escalate(client, tenant)
     base = f"/api/v1/handoffs/{handoff['id']}/deliveries"
     items = client.get(base, headers=tenant.headers("engineer")).get_json()["items"]
-    assert {d["channel"] for d in items} == {"assessment", "psa", "email"}
+    assert {d["channel"] for d in items} == {"psa", "email"}
     assert all(set(d) >= {"id", "channel", "recipient", "status", "attempts", "last_error",
                           "next_attempt_at", "sent_at"} for d in items)
     psa = next(d for d in items if d["channel"] == "psa")

@@ -198,3 +198,20 @@ def test_secrets_never_reach_the_worker_log(app, client, tenant, psa_server, con
     time.sleep(0.2)
     log = (artifacts_dir() / "celery-worker.log").read_text(errors="replace")
     assert not [s for s in fake.SECRETS if s in log]
+
+
+def test_credentials_under_a_lost_key_fail_permanently_with_the_reason(
+        app, client, tenant, psa_server, configure, celery_worker_process):
+    from cryptography.fernet import Fernet
+    from sqlalchemy import text
+    configure("connectwise")
+    foreign = Fernet(Fernet.generate_key()).encrypt(b'{"private_key": "x"}').decode()
+    with app.app_context():
+        db.session.execute(text("UPDATE accounts SET psa_secrets = :t WHERE id = :id"),
+                           {"t": foreign, "id": tenant.account_id})
+        db.session.commit()
+    handoff = escalate_on_ticket(client, tenant)
+    row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert "cannot be decrypted" in row.last_error
+    assert psa_server.notes("1001") == []

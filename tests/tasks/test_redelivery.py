@@ -1,6 +1,9 @@
 """Nothing is lost: a broker outage at POST time, a killed worker, and beat's lock."""
+import socket
 import threading
 import time
+
+import pytest
 from datetime import timedelta
 
 from tasks import maintenance
@@ -49,6 +52,44 @@ def undispatched_handoff(app_env, tenant, **session_fields) -> int:
     response = hand_off(client, tenant, new_session(client, tenant, **session_fields))
     assert response.status_code == 201
     return response.get_json()["id"]
+
+
+@pytest.fixture
+def hung_redis():
+    """A server that accepts connections and never answers: Redis hung, not down."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    held, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    stop.set()
+    thread.join(5)
+    for connection in held:
+        connection.close()
+    listener.close()
+
+
+def test_hung_redis_and_broker_do_not_hold_up_the_post(app_env, tenant, hung_redis):
+    hung = create_app(app_config(app_env, REDIS_URL=hung_redis, CELERY_BROKER_URL=hung_redis))
+    client = hung.test_client()
+    timings = []
+    for _ in range(3):
+        session_id = new_session(client, tenant)
+        started = time.monotonic()
+        response = hand_off(client, tenant, session_id)
+        timings.append(time.monotonic() - started)
+        assert response.status_code == 201
+    assert timings[0] < 1.5, timings          # one short timeout, then the breaker
+    assert max(timings[1:]) < 0.5, timings    # the breaker skips the hung server at once
 
 
 def test_pending_rows_younger_than_the_grace_are_left_alone(app, app_env, tenant):

@@ -17,7 +17,10 @@ import pytest
 from tests.conftest import ROOT, TEST_PASSWORD, artifacts_dir
 from webapp.embedded import free_port
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+# Debian's Chromium when it is there (CI installs it); else the one `playwright install`
+# fetched for this user, which bin/dev.py does on a machine without root
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or (
+    "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -87,9 +90,9 @@ def web_server(app, app_env, celery_worker_process):
 
 @pytest.fixture(scope="session")
 def browser():
-    """Debian's Chromium (Playwright's own download does not work here). Missing is a failure,
-    never a skip: CI installs it with `apt-get install -y chromium`."""
-    if not os.path.exists(CHROMIUM):
+    """Debian's Chromium, or Playwright's where Debian's is absent. Missing is a failure,
+    never a skip: CI installs Debian's with `apt-get install -y chromium`."""
+    if CHROMIUM is not None and not os.path.exists(CHROMIUM):
         pytest.fail(f"Chromium not found at {CHROMIUM}: the browser tests need it "
                     "(apt-get install -y chromium, or set CHROMIUM_PATH)", pytrace=False)
     from playwright.sync_api import expect, sync_playwright

@@ -182,7 +182,7 @@ def test_of_two_seniors_the_claimer_gets_the_context_screen_and_the_other_sees_i
         expect(page.locator("#psa-note")).not_to_have_text("—")
         expect(page.locator("#psa-attempts")).to_have_text(re.compile(r"^[1-9]"))
         deliveries = page.locator("#deliveries-rows > tr")
-        expect(deliveries).to_have_count(4)  # assessment, PSA, admin's email, owner's email
+        expect(deliveries).to_have_count(3)  # PSA, admin's email, owner's email
         expect(page.locator("#deliveries-rows > tr[data-channel=email]")).to_have_count(2)
         psa_row = page.locator("#deliveries-rows > tr[data-channel=psa]")
         expect(psa_row.locator("td").nth(1)).to_have_text("Ticket 1001")

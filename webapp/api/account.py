@@ -72,6 +72,7 @@ class PsaViewSchema(Schema):
     settings = fields.Dict()
     configured = fields.Boolean()
     push_parks = fields.Boolean()
+    problem = fields.String()
 
 
 def _account() -> Account:

@@ -27,35 +27,46 @@ class TokenSchema(Schema):
     user = fields.Nested(UserSchema)
 
 
-def _check_login_rate(email: str) -> None:
-    """Count attempts per email and address in Redis; without Redis, logins still work."""
-    limit = current_app.config["LOGIN_RATE_LIMIT"]
-    window = current_app.config["LOGIN_RATE_WINDOW"]
-    counter = key("login", email.lower(), request.remote_addr or "-")
+def _failures_key(email: str) -> str:
+    return key("login-failures", email.strip().lower(), request.remote_addr or "-")
+
+
+def _refuse_if_rate_limited(email: str) -> None:
+    """Too many failed logins for this email from this address: 429 until the window ends.
+    Without Redis, logins still work."""
     try:
-        r = get_redis()
-        attempts = r.incr(counter)
-        if attempts == 1:
-            r.expire(counter, window)
+        failures = int(get_redis().get(_failures_key(email)) or 0)
     except RedisError:
         return
-    if attempts > limit:
-        raise ApiError(429, "rate_limited", "too many login attempts; try again later",
-                       {"retry_after": window})
+    if failures >= current_app.config["LOGIN_RATE_LIMIT"]:
+        window = current_app.config["LOGIN_RATE_WINDOW"]
+        error = ApiError(429, "rate_limited", "too many failed logins; try again later",
+                         {"retry_after": window})
+        error.headers = {"Retry-After": str(window)}
+        raise error
+
+
+def _count_failure(email: str) -> None:
+    try:
+        r = get_redis()
+        if r.incr(_failures_key(email)) == 1:
+            r.expire(_failures_key(email), current_app.config["LOGIN_RATE_WINDOW"])
+    except RedisError:
+        pass
 
 
 @bp.post("/auth/login")
 @bp.arguments(LoginSchema)
 @bp.response(200, TokenSchema)
 def login(body):
-    _check_login_rate(body["email"])
+    _refuse_if_rate_limited(body["email"])
     user = db.session.execute(db.select(User).where(
         db.func.lower(User.email) == body["email"].strip().lower(),
         User.deleted_at.is_(None))).scalar_one_or_none()
     if user is None:
         auth.spend_verify_time(body["password"])
-        raise ApiError(401, "unauthorized", "invalid email or password")
-    if not auth.verify_password(user.password_hash, body["password"]):
+    if user is None or not auth.verify_password(user.password_hash, body["password"]):
+        _count_failure(body["email"])
         raise ApiError(401, "unauthorized", "invalid email or password")
     token, ttl = auth.issue_token(user)
     db.session.commit()

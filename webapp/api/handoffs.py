@@ -146,7 +146,9 @@ def cancel(handoff_id: int):
 @bp.response(200, DeliveryListSchema)
 def list_deliveries(handoff_id: int):
     handoff = service.get_visible(auth.current_user(), handoff_id)
-    return {"items": [deliveries.to_dict(row) for row in deliveries.for_handoff(handoff)]}
+    # the assessment's own row is internal: its state is the handoff's `assessment.status`
+    return {"items": [deliveries.to_dict(row) for row in deliveries.for_handoff(handoff)
+                      if row.channel in ("email", "psa")]}
 
 
 @bp.post("/handoffs/<int:handoff_id>/deliveries/<int:delivery_id>/retry")

@@ -1,12 +1,22 @@
 """Marshmallow schemas shared by several blueprints."""
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 
 class StrictSchema(Schema):
-    """Request bodies: unknown fields are refused (marshmallow's default, made explicit)."""
+    """Request bodies: unknown fields are refused (marshmallow's default, made explicit), and
+    so are NUL characters, which PostgreSQL cannot store in text."""
 
     class Meta:
         unknown = "raise"
+
+    @pre_load
+    def refuse_nul_characters(self, data, **_kwargs):
+        if isinstance(data, dict):
+            bad = {name: ["Must not contain NUL characters."] for name, value in data.items()
+                   if isinstance(value, str) and "\x00" in value}
+            if bad:
+                raise ValidationError(bad)
+        return data
 
 
 def text(min_len: int, max_len: int, **kwargs) -> fields.String:

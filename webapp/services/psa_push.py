@@ -69,7 +69,10 @@ def push_note(row: Delivery) -> str:
     ticket_id = handoff.snapshot.get("psa_ticket_id")
     if not ticket_id:
         raise Skip("the session has no PSA ticket")
-    config = psa_settings.load(handoff.account_id)
+    try:
+        config = psa_settings.load(handoff.account_id)
+    except psa_settings.UnreadableSecrets as error:
+        raise Permanent(str(error)) from error
     if config is None:
         raise Skip("no PSA configured for the account")
     wait = timedelta(seconds=current_app.config["PSA_WAIT_FOR_ASSESSMENT_SECONDS"])

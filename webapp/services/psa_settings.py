@@ -5,6 +5,14 @@ from webapp.extensions import db
 from webapp.models import Account
 from webapp.secrets_at_rest import decrypt_json, encrypt_json
 
+UNREADABLE = ("the stored PSA credentials cannot be decrypted with the current "
+              "ENCRYPTION_KEY; save the PSA settings again")
+
+
+class UnreadableSecrets(Exception):
+    """The account's PSA secrets were encrypted with a key this process does not have."""
+
+
 FIELDS = {
     "connectwise": {"plain": ("site_url", "company_id", "client_id", "codebase"),
                     "secret": ("public_key", "private_key")},
@@ -30,11 +38,16 @@ def public_view(account: Account) -> dict:
     """What GET /account/psa shows: settings, which secrets are set, never their values."""
     provider = account.psa_provider
     settings = dict(account.psa_settings or {})
-    stored = set(decrypt_json(account.psa_secrets)) if account.psa_secrets else set()
+    view = {"provider": provider, "settings": settings, "configured": provider != "none",
+            "push_parks": account.psa_push_parks}
+    try:
+        stored = set(decrypt_json(account.psa_secrets)) if account.psa_secrets else set()
+    except ValueError:
+        stored = set()
+        view["problem"] = UNREADABLE
     for name in FIELDS[provider]["secret"]:
         settings[f"{name}_set"] = name in stored
-    return {"provider": provider, "settings": settings, "configured": provider != "none",
-            "push_parks": account.psa_push_parks}
+    return view
 
 
 def load(account_id: int) -> tuple[str, dict] | None:
@@ -44,5 +57,8 @@ def load(account_id: int) -> tuple[str, dict] | None:
         return None
     settings = dict(account.psa_settings or {})
     if account.psa_secrets:
-        settings.update(decrypt_json(account.psa_secrets))
+        try:
+            settings.update(decrypt_json(account.psa_secrets))
+        except ValueError:
+            raise UnreadableSecrets(UNREADABLE) from None
     return account.psa_provider, settings
