@@ -15,6 +15,7 @@ from webapp.extensions import db
 from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
 from webapp.services.queue import enqueue
+from webapp.services.transactions import commit_keeping_loaded
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +107,24 @@ def claim(delivery_id: int) -> Delivery | None:
     twice, or racing beat, does the side effect once. None when done or taken."""
     now = utcnow()
     lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
-    claimed = db.session.execute(
+    row = db.session.scalars(
         db.update(Delivery).where(
             Delivery.id == delivery_id,
             or_(Delivery.status.in_(("pending", "failed")),
                 and_(Delivery.status == "sending", Delivery.lease_expires_at < now)))
         .values(status="sending", attempts=Delivery.attempts + 1, lease_expires_at=now + lease,
                 updated_at=now)
-        .returning(Delivery.id)).first()
-    db.session.commit()
-    return db.session.get(Delivery, delivery_id) if claimed else None
+        .returning(Delivery),
+        execution_options={"synchronize_session": False}).first()
+    # the row as the UPDATE returned it: reading it back after the commit would say the same
+    commit_keeping_loaded()
+    return row
 
 
 def _settle(delivery_id: int, status: str, **values) -> None:
-    db.session.execute(db.update(Delivery).where(
-        Delivery.id == delivery_id, Delivery.status == "sending").values(
+    table = Delivery.__table__
+    db.session.execute(db.update(table).where(
+        table.c.id == delivery_id, table.c.status == "sending").values(
         status=status, lease_expires_at=None, updated_at=utcnow(), **values))
     db.session.commit()
 

@@ -16,6 +16,7 @@ from webapp.models import Account, AiSession, Delivery, Handoff, SessionMessage,
 from webapp.models.base import utcnow
 from webapp.services.queue import enqueue
 from webapp.services.recipients import escalation_recipients
+from webapp.services.transactions import commit_keeping_loaded
 
 DISPATCH_TASK = "handoffs.dispatch"
 SESSION_STATUS_FOR_INTENT = {"park": "parked", "escalate": "escalated"}
@@ -25,8 +26,10 @@ SESSION_STATUS_FOR_INTENT = {"park": "parked", "escalate": "escalated"}
 
 def take_snapshot(session: AiSession) -> dict:
     """What a senior needs to take over: the problem and the transcript, as of now."""
-    messages = db.session.scalars(db.select(SessionMessage).where(
-        SessionMessage.session_id == session.id).order_by(SessionMessage.id))
+    messages = db.session.execute(db.select(
+        SessionMessage.id, SessionMessage.role, SessionMessage.content,
+        SessionMessage.created_at,
+    ).where(SessionMessage.session_id == session.id).order_by(SessionMessage.id))
     return {
         "title": session.title,
         "client_name": session.client_name,
@@ -38,39 +41,55 @@ def take_snapshot(session: AiSession) -> dict:
     }
 
 
+def _open_handoff_id(session_id: int) -> int | None:
+    return db.session.scalar(db.select(Handoff.id).where(
+        Handoff.session_id == session_id, Handoff.status == "open"))
+
+
 def create_handoff(user: User, session_id: int, intent: str, note: str,
                    urgency: str = "normal") -> Handoff:
     """Write the handoff, its snapshot, the session's status and every delivery row in one
     transaction; then publish and enqueue, neither of which may fail the call."""
-    session = db.session.scalars(db.select(AiSession).where(
+    # the session, locked, with the id of its open handoff if it has one: one statement
+    open_handoff = db.select(Handoff.id).where(
+        Handoff.session_id == AiSession.id, Handoff.status == "open").limit(1).scalar_subquery()
+    found = db.session.execute(db.select(AiSession, open_handoff).where(
         AiSession.id == session_id, AiSession.account_id == user.account_id,
-    ).with_for_update()).one_or_none()
-    if session is None:
+    ).with_for_update(of=AiSession)).one_or_none()
+    if found is None:
         raise not_found("session")
+    session, open_handoff_id = found
     if user.role == "viewer" or (session.owner_id != user.id and not user.is_admin):
         raise ApiError(403, "forbidden",
                        "only the session's owner or an admin may hand it off")
     if session.status == "closed":
         raise ApiError(409, "session_closed", "the session is closed")
-    open_handoff = db.session.scalar(db.select(Handoff.id).where(
-        Handoff.session_id == session.id, Handoff.status == "open"))
-    if open_handoff is not None:
+    if open_handoff_id is not None:
         raise ApiError(409, "open_handoff_exists", "the session already has an open handoff",
-                       {"handoff_id": open_handoff})
+                       {"handoff_id": open_handoff_id})
 
-    handoff = Handoff(account_id=user.account_id, session_id=session.id, intent=intent,
+    handoff = Handoff(account_id=user.account_id, session=session, intent=intent,
                       status="open", note=note, urgency=urgency,
-                      snapshot=take_snapshot(session), created_by=user.id)
+                      snapshot=take_snapshot(session), creator=user)
     db.session.add(handoff)
     session.status = SESSION_STATUS_FOR_INTENT[intent]
-    db.session.flush()
-    db.session.add_all(delivery_rows(handoff, user))
     try:
-        db.session.commit()
+        db.session.flush()
+        values = delivery_values(handoff, user)
+        db.session.execute(db.insert(Delivery.__table__), values)  # one statement, no RETURNING
+        # nothing read below needs reading back: it is what this transaction wrote
+        commit_keeping_loaded()
     except IntegrityError:
+        # a handoff committed while this one waited for the session's lock (the check
+        # above saw the session as it was when the statement began)
         db.session.rollback()
-        raise ApiError(409, "open_handoff_exists",
-                       "the session already has an open handoff") from None
+        existing = _open_handoff_id(session_id)
+        raise ApiError(409, "open_handoff_exists", "the session already has an open handoff",
+                       {"handoff_id": existing} if existing is not None else None) from None
+    # the assessment and PSA rows as written, so the answer and the event need not read them
+    handoff.written_channel_rows = {
+        (handoff.id, value["channel"]): Delivery(**value)
+        for value in values if value["channel"] in ("assessment", "psa")}
 
     if intent == "escalate":
         live.publish(handoff.account_id, "handoff_created", {"handoff": summary(handoff)})
@@ -78,16 +97,18 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
     return handoff
 
 
-def delivery_rows(handoff: Handoff, escalator: User) -> list[Delivery]:
+def delivery_values(handoff: Handoff, escalator: User) -> list[dict]:
     """One row per side effect: the assessment, the PSA note, one email per recipient."""
-    def row(channel: str, recipient: str, user_id: int | None = None) -> Delivery:
-        return Delivery(handoff_id=handoff.id, account_id=handoff.account_id, channel=channel,
-                        recipient=recipient, recipient_user_id=user_id, status="pending",
-                        attempts=0, next_attempt_at=utcnow())
+    now = utcnow()
+
+    def row(channel: str, recipient: str, user_id: int | None = None) -> dict:
+        return {"handoff_id": handoff.id, "account_id": handoff.account_id, "channel": channel,
+                "recipient": recipient, "recipient_user_id": user_id, "status": "pending",
+                "attempts": 0, "next_attempt_at": now}
 
     rows = [row("assessment", "assessment")]
-    account = db.session.get(Account, handoff.account_id)
-    if handoff.intent == "escalate" or account.psa_push_parks:
+    if handoff.intent == "escalate" or db.session.get(Account,
+                                                      handoff.account_id).psa_push_parks:
         rows.append(row("psa", "psa"))
     if handoff.intent == "escalate":
         rows += [row("email", user.email.lower(), user.id)
@@ -264,7 +285,10 @@ def psa_view(handoff: Handoff, row: Delivery | None) -> dict:
 
 def summary(handoff: Handoff, rows: dict | None = None) -> dict:
     """The handoff without its snapshot: what the queue and live events carry."""
-    rows = rows if rows is not None else channel_rows([handoff.id])
+    if rows is None:
+        # a handoff created in this request carries its rows as written (a worker may since
+        # have taken one: `sending` reads as pending all the same)
+        rows = getattr(handoff, "written_channel_rows", None) or channel_rows([handoff.id])
     session = handoff.session
     return {
         "id": handoff.id, "session_id": handoff.session_id, "account_id": handoff.account_id,

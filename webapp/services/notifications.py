@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import current_app
 from flask_mail import Message
+from sqlalchemy.orm import aliased, joinedload
 
 from webapp.extensions import db
 from webapp.integrations import mail
@@ -15,7 +16,7 @@ def handoff_link(handoff: Handoff) -> str:
 
 
 def compose(handoff: Handoff, row: Delivery) -> Message:
-    session, snapshot = handoff.session, handoff.snapshot
+    snapshot = handoff.snapshot
     client = snapshot.get("client_name") or "no client named"
     urgent = handoff.urgency == "high"
     subject = (f"{'[URGENT] ' if urgent else ''}Escalation: {snapshot.get('title')} "
@@ -47,19 +48,23 @@ def compose(handoff: Handoff, row: Delivery) -> Message:
     ]
     message = Message(subject=subject, recipients=[row.recipient], body="\n".join(lines),
                       extra_headers={"X-Escalation-Handoff": str(handoff.id),
-                                     "X-Escalation-Session": str(session.id)})
+                                     "X-Escalation-Session": str(handoff.session_id)})
     message.msgId = f"<handoff-{handoff.id}.delivery-{row.id}@escalations>"
     return message
 
 
 def send_escalation_email(row: Delivery) -> str:
     """Side effect of an email row: send to its recipient unless no longer wanted."""
-    handoff = db.session.get(Handoff, row.handoff_id)
+    # the handoff, the escalator the email names and the recipient: one statement, not four
+    recipient = aliased(User)
+    handoff, user = db.session.execute(
+        db.select(Handoff, recipient).options(joinedload(Handoff.creator))
+        .outerjoin(recipient, recipient.id == row.recipient_user_id)
+        .where(Handoff.id == row.handoff_id)).one()
     if handoff.status == "cancelled":
         raise Skip("escalation cancelled")
     if handoff.status == "claimed":
         raise Skip(f"already claimed by {handoff.claimer.name}")
-    user = db.session.get(User, row.recipient_user_id) if row.recipient_user_id else None
     if user is None or user.deleted_at is not None or user.role not in SENIOR_ROLES:
         raise Skip("recipient is no longer an active senior")
     message = compose(handoff, row)

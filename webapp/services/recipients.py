@@ -5,9 +5,10 @@ from webapp.extensions import db
 from webapp.models import SENIOR_ROLES, User
 
 
-def escalation_recipients(account_id: int, escalator_id: int) -> list[User]:
-    """Active engineers, admins and owners of the account, other than the escalator."""
-    return list(db.session.scalars(db.select(User).where(
+def escalation_recipients(account_id: int, escalator_id: int) -> list:
+    """Active engineers, admins and owners of the account, other than the escalator: rows of
+    (id, email), all an escalation needs of them."""
+    return list(db.session.execute(db.select(User.id, User.email).where(
         User.account_id == account_id,
         User.deleted_at.is_(None),
         User.role.in_(SENIOR_ROLES),
