@@ -312,9 +312,20 @@ def test_queue_status_filter(client, tenant):
     assert ids("all") == [claimed["id"], open_one["id"]]
 
 
+def _cursor(raw: str) -> str:
+    import base64
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+CRAFTED_HUGE_ID = _cursor('["2026-01-01T00:00:00+00:00", 1e999]')
+CRAFTED_ANCIENT_DATE = _cursor('["0001-01-01T00:00:00-23:00", 1]')
+
+
 @pytest.mark.parametrize("query,field", [("status=done", "status"), ("limit=0", "limit"),
                                          ("limit=101", "limit"), ("limit=ten", "limit"),
-                                         ("cursor=%25%25%25", "cursor")])
+                                         ("cursor=%25%25%25", "cursor"),
+                                         ("cursor=" + CRAFTED_HUGE_ID, "cursor"),
+                                         ("cursor=" + CRAFTED_ANCIENT_DATE, "cursor")])
 def test_bad_queue_queries_are_422(client, tenant, query, field):
     response = client.get(f"/api/v1/ai-sessions/escalations?{query}", headers=tenant.headers())
     assert response.status_code == 422

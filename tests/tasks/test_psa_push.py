@@ -215,3 +215,24 @@ def test_credentials_under_a_lost_key_fail_permanently_with_the_reason(
     assert (row.status, row.attempts) == ("failed", 1)
     assert "cannot be decrypted" in row.last_error
     assert psa_server.notes("1001") == []
+
+
+def test_an_admin_retry_after_an_ambiguous_write_finds_the_note_instead_of_posting_again(
+        app, client, tenant, psa_server, configure, celery_worker_process):
+    configure("connectwise")
+    handoff = escalate_on_ticket(client, tenant)
+    wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
+    assert len(psa_server.notes("1001")) == 1
+    row = psa_row(app, handoff["id"])
+    # as if the answer had been lost every time and the push gave up
+    with app.app_context():
+        db.session.execute(db.update(Delivery).where(Delivery.id == row.id).values(
+            status="dead", external_id=None, last_error="gave up after 8 attempts: no answer"))
+        db.session.commit()
+    response = client.post(f"/api/v1/handoffs/{handoff['id']}/deliveries/{row.id}/retry",
+                           headers=tenant.headers("admin"))
+    assert response.status_code == 202
+    retried = wait_for(lambda: psa_row(app, handoff["id"]).status == "sent"
+                       and psa_row(app, handoff["id"]), 30, message="retried push")
+    notes = psa_server.notes("1001")
+    assert len(notes) == 1 and retried.external_id == str(notes[0]["id"])

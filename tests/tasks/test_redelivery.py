@@ -1,10 +1,11 @@
 """Nothing is lost: a broker outage at POST time, a killed worker, and beat's lock."""
+import contextlib
 import socket
 import threading
 import time
+from datetime import timedelta
 
 import pytest
-from datetime import timedelta
 
 from tasks import maintenance
 from tests.api.test_handoffs import escalate, hand_off, new_session
@@ -63,10 +64,8 @@ def hung_redis():
 
     def accept():
         while not stop.is_set():
-            try:
+            with contextlib.suppress(OSError):
                 held.append(listener.accept()[0])
-            except OSError:
-                pass
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()

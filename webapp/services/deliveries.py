@@ -104,14 +104,17 @@ class RetryPolicy:
 
 def claim(delivery_id: int) -> Delivery | None:
     """Take the row for this worker with a lease: one conditional UPDATE, so a task delivered
-    twice, or racing beat, does the side effect once. None when done or taken."""
+    twice, or racing beat, does the side effect once. Only a pending row, or a failed one whose
+    backoff is over, can be taken; a permanent failure waits for an admin's retry. None when
+    done, taken or not yet due."""
     now = utcnow()
     lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
     row = db.session.scalars(
         db.update(Delivery).where(
             Delivery.id == delivery_id,
-            or_(Delivery.status.in_(("pending", "failed")),
-                and_(Delivery.status == "sending", Delivery.lease_expires_at < now)))
+            or_(Delivery.status == "pending",
+                and_(Delivery.status == "failed", Delivery.next_attempt_at.is_not(None),
+                     Delivery.next_attempt_at <= now + timedelta(seconds=1))))
         .values(status="sending", attempts=Delivery.attempts + 1, lease_expires_at=now + lease,
                 updated_at=now)
         .returning(Delivery),
@@ -121,10 +124,13 @@ def claim(delivery_id: int) -> Delivery | None:
     return row
 
 
-def _settle(delivery_id: int, status: str, **values) -> None:
+def _settle(delivery_id: int, lease, status: str, **values) -> None:
+    """Record the outcome, only if this claim still holds the row: a worker that outlived its
+    lease (beat handed the row to another) must not overwrite the newer outcome."""
     table = Delivery.__table__
     db.session.execute(db.update(table).where(
-        table.c.id == delivery_id, table.c.status == "sending").values(
+        table.c.id == delivery_id, table.c.status == "sending",
+        table.c.lease_expires_at == lease).values(
         status=status, lease_expires_at=None, updated_at=utcnow(), **values))
     db.session.commit()
 
@@ -136,31 +142,33 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
     row = claim(delivery_id)
     if row is None:
         return None
-    attempts = row.attempts
+    attempts, lease = row.attempts, row.lease_expires_at
     retry_in = None
     try:
         external_id = side_effect(row)
     except Defer as defer:
         db.session.rollback()
-        _settle(delivery_id, "pending", attempts=Delivery.attempts - 1,
+        _settle(delivery_id, lease, "pending", attempts=Delivery.attempts - 1,
                 next_attempt_at=utcnow() + timedelta(seconds=defer.delay))
         return defer.delay
     except Skip as skip:
         db.session.rollback()
-        _settle(delivery_id, "skipped", last_error=skip.reason, next_attempt_at=None)
+        _settle(delivery_id, lease, "skipped", last_error=skip.reason, next_attempt_at=None)
     except Permanent as error:
         db.session.rollback()
-        _settle(delivery_id, "failed", last_error=error.reason, next_attempt_at=None)
+        _settle(delivery_id, lease, "failed", last_error=error.reason, next_attempt_at=None)
     except Retryable as error:
         db.session.rollback()
-        retry_in = _failed(delivery_id, attempts, error.reason, error.retry_after, policy)
+        retry_in = _failed(delivery_id, lease, attempts, error.reason, error.retry_after,
+                           policy)
     except Exception as error:  # a bug or an unforeseen failure: recorded, retried, never lost
         log.exception("delivery %s failed unexpectedly", delivery_id)
         db.session.rollback()
-        retry_in = _failed(delivery_id, attempts, f"unexpected error: {error.__class__.__name__}",
+        retry_in = _failed(delivery_id, lease, attempts,
+                           f"unexpected error: {error.__class__.__name__}",
                            None, policy)
     else:
-        _settle(delivery_id, "sent", external_id=external_id, sent_at=utcnow(),
+        _settle(delivery_id, lease, "sent", external_id=external_id, sent_at=utcnow(),
                 last_error=None, next_attempt_at=None)
     if on_settled is not None:
         db.session.expire_all()
@@ -168,17 +176,18 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
     return retry_in
 
 
-def _failed(delivery_id: int, attempts: int, reason: str, retry_after: float | None,
+def _failed(delivery_id: int, lease, attempts: int, reason: str, retry_after: float | None,
             policy: RetryPolicy) -> float | None:
     max_attempts = min(policy.max_attempts, current_app.config["DELIVERY_MAX_ATTEMPTS"])
     if attempts >= max_attempts:
-        _settle(delivery_id, "dead", last_error=f"gave up after {attempts} attempts: {reason}",
+        _settle(delivery_id, lease, "dead",
+                last_error=f"gave up after {attempts} attempts: {reason}",
                 next_attempt_at=None)
         return None
     delay = policy.delay(attempts, retry_after) * current_app.config["DELIVERY_BACKOFF_SCALE"]
     if retry_after:
         delay = max(delay, retry_after)
-    _settle(delivery_id, "failed", last_error=reason,
+    _settle(delivery_id, lease, "failed", last_error=reason,
             next_attempt_at=utcnow() + timedelta(seconds=delay))
     return delay
 
@@ -194,17 +203,16 @@ def drive(task_name: str, delivery_id: int, side_effect: Callable[[Delivery], st
 
 def take_due(now, pending_grace: timedelta, limit: int = 1000) -> list[Delivery]:
     """Rows whose time has come: failed and due, pending and forgotten (lost enqueue), or
-    sending with an expired lease (the worker died). Each is pushed one lease into the future
-    as it is taken, so the next beat run does not enqueue it again while its task runs."""
+    sending with an expired lease (the worker died). Each is handed back as `pending`, due
+    now, so its task can take it and the next beat run leaves it alone for a grace period."""
     due = db.select(Delivery.id).where(or_(
         and_(Delivery.status == "failed", Delivery.next_attempt_at <= now),
         and_(Delivery.status == "pending", Delivery.next_attempt_at <= now - pending_grace),
-        and_(Delivery.status == "sending", Delivery.lease_expires_at < now,
-             or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now)),
+        and_(Delivery.status == "sending", Delivery.lease_expires_at < now),
     )).order_by(Delivery.next_attempt_at.nulls_first(), Delivery.id).limit(limit)
-    later = now + timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
     taken = db.session.execute(db.update(Delivery).where(Delivery.id.in_(due.scalar_subquery()))
-                               .values(next_attempt_at=later)
+                               .values(status="pending", next_attempt_at=now,
+                                       lease_expires_at=None, updated_at=now)
                                .returning(Delivery.id, Delivery.channel)).all()
     db.session.commit()
     return taken

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, or_
 from sqlalchemy.exc import IntegrityError
@@ -144,8 +144,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, handoff_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), int(handoff_id)
-    except (ValueError, TypeError) as error:
+        created_at = datetime.fromisoformat(created_at).astimezone(UTC)
+        handoff_id = int(handoff_id)
+        if created_at.year < 2000 or not 0 < handoff_id < 2**31:
+            raise ValueError("cursor out of range")
+        return created_at, handoff_id
+    except (ValueError, TypeError, OverflowError) as error:
         raise ApiError(422, "validation_error", "cursor: not a valid cursor",
                        {"cursor": ["Not a valid cursor."]}) from error
 

@@ -61,6 +61,12 @@ def _assessment_settled(handoff: Handoff) -> bool:
     return status in (None, "sent", "failed", "dead", "skipped")
 
 
+def _may_have_posted(row: Delivery) -> bool:
+    """An earlier attempt (before a retry, or before an admin's re-queue, which resets the
+    count but keeps the last error) may have written the note: look for it first."""
+    return row.attempts > 1 or row.last_error is not None
+
+
 def push_note(row: Delivery) -> str:
     """Side effect of the PSA row: one note on the session's ticket, carrying the marker."""
     handoff = db.session.get(Handoff, row.handoff_id)
@@ -86,7 +92,7 @@ def push_note(row: Delivery) -> str:
                                 timeout=current_app.config["PSA_TIMEOUT"])
         with adapter:
             return write_note_once(adapter, str(ticket_id), note_marker(handoff.id),
-                                   compose_note(handoff), check_first=row.attempts > 1)
+                                   compose_note(handoff), check_first=_may_have_posted(row))
     except PsaRetryable as error:
         raise Retryable(error.reason, error.retry_after) from error
     except PsaPermanent as error:
