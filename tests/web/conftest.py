@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, TEST_PASSWORD, artifacts_dir
-from webapp.embedded import free_port
+from tests.conftest import TEST_PASSWORD, artifacts_dir
+from tests.servers.web import WebProcess
 
 # Debian's Chromium when it is there (CI installs it); else the one `playwright install`
 # fetched for this user, which bin/dev.py does on a machine without root
@@ -29,60 +24,11 @@ KEEPALIVE_SECONDS = "2"
 EXPECT_TIMEOUT_MS = 15_000
 
 
-class WebServer:
-    """`gunicorn -c webapp/gunicorn_conf.py wsgi:app`, as the Procfile runs it; it can be
-    stopped and started again on the same port, which is how a test cuts the live stream."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.env, self.log_path = env, log_path
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-        self.log = None
-
-    def start(self, timeout: float = 30.0) -> WebServer:
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "webapp/gunicorn_conf.py", "wsgi:app"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port),
-                 "WEB_CONCURRENCY": "1"})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited at start; see {self.log_path}")
-            try:
-                if httpx.get(self.base_url + "/healthz", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not answer /healthz within {timeout}s")
-
-    def stop(self) -> None:
-        # SIGINT is gunicorn's quick shutdown; open streams would hold a graceful one for 10 s
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        if self.log:
-            self.log.close()
-            self.log = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
 @pytest.fixture(scope="session")
 def web_server(app, app_env, celery_worker_process):
     """The product as a browser meets it: gunicorn with gevent workers serving the page and
     the API, on the run's database (migrated by `app`), with a worker running the pipeline."""
-    server = WebServer({**app_env, "SSE_KEEPALIVE_SECONDS": KEEPALIVE_SECONDS},
+    server = WebProcess({**app_env, "SSE_KEEPALIVE_SECONDS": KEEPALIVE_SECONDS},
                        artifacts_dir() / "gunicorn-web-ui.log").start()
     yield server
     server.stop()
