@@ -164,19 +164,25 @@ def escalate_under_load(base_url: str, account: dict, clients: int, total: int, 
         with httpx.Client(timeout=httpx.Timeout(10.0),
                           limits=httpx.Limits(max_connections=1,
                                               max_keepalive_connections=1)) as http:
-            for session_id in sessions[:warm_per_client]:
-                post(http, user, session_id)
+            if not rate:  # closed loop: warm up flat out, then wait for the others
+                for session_id in sessions[:warm_per_client]:
+                    post(http, user, session_id)
             try:
                 barrier.wait()
             except threading.BrokenBarrierError:
                 return
             mine, counts = latencies[index], statuses[index]
-            for number, session_id in enumerate(sessions[warm_per_client:]):
+            # paced: the warm-up keeps to the schedule too, so the measured part starts from
+            # a process already settled at that rate (not from a burst)
+            first = 0 if rate else warm_per_client
+            for number, session_id in enumerate(sessions[first:]):
                 if rate:
                     wait = began[0] + (number * clients + index) / rate - time.perf_counter()
                     if wait > 0:
                         time.sleep(wait)
                 elapsed, outcome = post(http, user, session_id)
+                if rate and number < warm_per_client:
+                    continue
                 mine.append(elapsed)
                 counts[outcome] = counts.get(outcome, 0) + 1
             finished[index] = time.perf_counter()
@@ -188,14 +194,16 @@ def escalate_under_load(base_url: str, account: dict, clients: int, total: int, 
         profile.start()
     began = [0.0]
     barrier.wait()
-    meter.start()
     began[0] = time.perf_counter()
+    measured_from = began[0] + (warm_per_client * clients / rate if rate else 0.0)
+    time.sleep(max(0.0, measured_from - time.perf_counter()))
+    meter.start()
     for thread in threads:
         thread.join(600)
     cpu = meter.stop()
     if profile:
         profile.stop()
-    elapsed = max(finished) - began[0]
+    elapsed = max(finished) - measured_from
     outcomes: dict[str, int] = {}
     for counts in statuses:
         for outcome, count in counts.items():
@@ -258,6 +266,8 @@ def main() -> None:
                              "escalations at this many a second in all (latency below "
                              "saturation)")
     parser.add_argument("--paced-total", type=int, default=600)
+    parser.add_argument("--paced-warmup", type=int, default=250,
+                        help="unmeasured escalations at the same pace first")
     parser.add_argument("--name", default="create", help="results file name")
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="record py-spy profiles (raw, collapsed stacks) of the web and "
@@ -282,8 +292,9 @@ def main() -> None:
             env["MAIL_SUPPRESS_SEND"] = "true"
         web = worker = None
         try:
-            per_client = (args.total + (args.paced_total + args.clients if args.rate else 0)) \
-                // args.clients + math.ceil(args.warmup / args.clients) + 1
+            per_client = (args.total + (args.paced_total if args.rate else 0)) \
+                // args.clients + math.ceil(args.warmup / args.clients) \
+                + math.ceil(args.paced_warmup / args.clients) + 1
             sessions_per_senior = math.ceil(args.clients / args.seniors) * per_client
             account = seed_account(env, args.seniors, sessions_per_senior)
             web, base_url = start_gunicorn(env)
@@ -300,7 +311,8 @@ def main() -> None:
             paced = None
             if args.rate:  # first, while the worker has no backlog
                 paced = escalate_under_load(base_url, account, args.clients, args.paced_total,
-                                            args.clients, CpuMeter(groups), rate=args.rate)
+                                            args.paced_warmup, CpuMeter(groups),
+                                            rate=args.rate)
                 print("paced escalations:", json.dumps(paced), flush=True)
                 paced["worker_idle_after_s"] = wait_until_idle(database_url,
                                                                args.drain_timeout)
