@@ -257,6 +257,9 @@ def main() -> None:
     parser.add_argument("--inserts", type=int, default=10000, help="timed bare inserts")
     parser.add_argument("--insert-warmup", type=int, default=1000)
     parser.add_argument("--worker-concurrency", type=int, default=4)
+    parser.add_argument("--no-worker", action="store_true",
+                        help="diagnostic: the web process alone (the dispatch messages wait in "
+                             "the bench's Redis db), to tell its cost from the worker's")
     parser.add_argument("--mail", choices=("smtp", "suppress"), default="smtp",
                         help="a real SMTP server (default), or MAIL_SUPPRESS_SEND=true")
     parser.add_argument("--drain-timeout", type=float, default=120.0,
@@ -282,7 +285,7 @@ def main() -> None:
                                      args.insert_warmup)
         print("bare inserts (before):", json.dumps(insert_before), flush=True)
 
-        sink = SmtpSink() if args.mail == "smtp" else None
+        sink = SmtpSink() if args.mail == "smtp" and not args.no_worker else None
         env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url,
                "CELERY_BROKER_URL": redis_url, "SECRET_KEY": "bench-secret",
                "PUBLIC_BASE_URL": "http://127.0.0.1", **FAST_KDF}
@@ -298,24 +301,28 @@ def main() -> None:
             sessions_per_senior = math.ceil(args.clients / args.seniors) * per_client
             account = seed_account(env, args.seniors, sessions_per_senior)
             web, base_url = start_gunicorn(env)
-            worker = start_worker(env, redis_url, args.worker_concurrency)
+            worker = None if args.no_worker else start_worker(env, redis_url,
+                                                              args.worker_concurrency)
             web_workers = children_of(web.pid)
-            groups = {"bench clients": [os.getpid()], "gunicorn worker": web_workers,
-                      "celery worker": [worker.pid]}
+            groups = {"bench clients": [os.getpid()], "gunicorn worker": web_workers}
+            if worker:
+                groups["celery worker"] = [worker.pid]
             if sink:
                 groups["smtp sink"] = [sink.process.pid]
             meter = CpuMeter(groups)
-            profile = Profiler(args.profile, {"gunicorn-worker": web_workers[0],
-                                              "celery-worker": worker.pid}) \
-                if args.profile else None
+            targets = {"gunicorn-worker": web_workers[0]}
+            if worker:
+                targets["celery-worker"] = worker.pid
+            profile = Profiler(args.profile, targets) if args.profile else None
             paced = None
             if args.rate:  # first, while the worker has no backlog
                 paced = escalate_under_load(base_url, account, args.clients, args.paced_total,
                                             args.paced_warmup, CpuMeter(groups),
                                             rate=args.rate)
                 print("paced escalations:", json.dumps(paced), flush=True)
-                paced["worker_idle_after_s"] = wait_until_idle(database_url,
-                                                               args.drain_timeout)
+                if worker:
+                    paced["worker_idle_after_s"] = wait_until_idle(database_url,
+                                                                   args.drain_timeout)
             load = escalate_under_load(base_url, account, args.clients, args.total,
                                        args.warmup, meter, profile)
             print("escalations:", json.dumps(load), flush=True)
@@ -347,8 +354,9 @@ def main() -> None:
     reference = max(insert_before["throughput_per_s"], insert_after["throughput_per_s"])
     ratio = load["throughput_per_s"] / reference
     results.update({
-        "server": "gunicorn -c webapp/gunicorn_conf.py wsgi:app (gevent, 1 worker); celery "
-                  f"worker --pool=threads -c {args.worker_concurrency}; mail: {args.mail}",
+        "server": "gunicorn -c webapp/gunicorn_conf.py wsgi:app (gevent, 1 worker); " + (
+            "no worker" if args.no_worker else
+            f"celery worker --pool=threads -c {args.worker_concurrency}; mail: {args.mail}"),
         "bare_inserts_before": insert_before, "bare_inserts_after": insert_after,
         "escalations": load,
         "ratio_to_bare_inserts": round(ratio, 3),
