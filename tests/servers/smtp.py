@@ -86,6 +86,12 @@ class SmtpServer:
         with self.handler.lock:
             return list(self.handler.messages)
 
+    def about(self, handoff_id: int) -> list[Received]:
+        """The messages about one escalation: a late send left over from an earlier test,
+        arriving after `reset`, is not counted."""
+        return [m for m in self.messages
+                if m.message["X-Escalation-Handoff"] == str(handoff_id)]
+
     def to(self, address: str) -> list[Received]:
         return [m for m in self.messages if address.lower() in [r.lower() for r in m.rcpt_tos]]
 

@@ -35,7 +35,7 @@ def test_escalation_to_five_teammates_sends_five_emails_one_each(app, client, te
     assert len(rows) == 5 and all(r.status == "sent" for r in rows)
     expected = {team.users[label]["email"].lower()
                 for label in ("owner", "admin", "engineer2", "engineer3", "engineer4")}
-    received = smtp_server.messages
+    received = smtp_server.about(handoff["id"])
     assert sorted(r for m in received for r in m.rcpt_tos) == sorted(expected)
     message = smtp_server.to(team.users["admin"]["email"])[0]
     assert message.subject.startswith("[URGENT] Escalation: Exchange mail stuck (Contoso)")
@@ -61,7 +61,7 @@ def test_tasks_delivered_twice_still_send_each_email_once(app, client, team, smt
     celery.send_task("maintenance.heartbeat")
     wait_for(lambda: get_redis(app).get(key("worker", "heartbeat")), 15, message="drain")
     wait_for(lambda: all_emails_settled(app, handoff["id"]), 10)
-    assert len(smtp_server.messages) == 5
+    assert len(smtp_server.about(handoff["id"])) == 5
     assert all(r.attempts == 1 for r in email_rows(app, handoff["id"]))
 
 
@@ -74,8 +74,9 @@ def test_smtp_refusing_for_a_while_then_accepting_delivers_each_once(app, client
         rows = email_rows(app, handoff["id"])
         return rows if all(r.status == "sent" for r in rows) else None
     rows = wait_for(delivered, 30, message="emails after SMTP recovers")
-    assert len(smtp_server.messages) == 5
-    assert sorted(r for m in smtp_server.messages for r in m.rcpt_tos) == sorted(
+    received = smtp_server.about(handoff["id"])
+    assert len(received) == 5
+    assert sorted(r for m in received for r in m.rcpt_tos) == sorted(
         r.recipient for r in rows)
     assert sum(r.attempts for r in rows) == 5 + 7
     assert any(r.attempts > 1 for r in rows)
@@ -94,4 +95,4 @@ def test_one_refused_recipient_never_resends_to_the_others(app, client, team, sm
     assert "550" in by_recipient[bad].last_error
     assert all(r.status == "sent" and r.attempts == 1 for k, r in by_recipient.items()
                if k != bad)
-    assert len(smtp_server.messages) == 4
+    assert len(smtp_server.about(handoff["id"])) == 4

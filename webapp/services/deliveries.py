@@ -172,7 +172,9 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
                 last_error=None, next_attempt_at=None)
     if on_settled is not None:
         db.session.expire_all()
-        on_settled(db.session.get(Delivery, delivery_id))
+        settled = db.session.get(Delivery, delivery_id)
+        if settled is not None:   # the row was deleted while the side effect ran
+            on_settled(settled)
     return retry_in
 
 
