@@ -150,6 +150,14 @@ def test_of_two_seniors_the_claimer_gets_the_context_screen_and_the_other_sees_i
 
         row(winner.page, handoff).get_by_role("button", name="Claim").click()
 
+        # the other senior sees it claimed, live (the row lingers a few seconds, then goes)
+        lost = row(other.page, handoff)
+        expect(lost.locator(".row-status")).to_have_text(
+            f"Claimed by {tenant.users['owner']['name']}")
+        expect(lost.get_by_role("button", name="Claim")).to_have_count(0)
+        expect(other.page.locator("#announcer")).to_contain_text(
+            f"Claimed by {tenant.users['owner']['name']}")
+
         page = winner.page
         expect(page).to_have_url(re.compile(f"#handoff-{handoff['id']}$"))
         expect(page.get_by_role("heading", level=1)).to_have_text("Exchange mail stuck")
@@ -190,13 +198,7 @@ def test_of_two_seniors_the_claimer_gets_the_context_screen_and_the_other_sees_i
         assert len(psa.notes("1001")) == 1
         save_screenshot(page, "web-handoff-context.png")
 
-    # the other senior saw it claimed, live, then it left the open queue
-    lost = row(other.page, handoff)
-    expect(lost.locator(".row-status")).to_have_text(
-        f"Claimed by {tenant.users['owner']['name']}")
-    expect(lost.get_by_role("button", name="Claim")).to_have_count(0)
-    expect(other.page.locator("#announcer")).to_contain_text(
-        f"Claimed by {tenant.users['owner']['name']}")
+    # ... then the claimed row left the other senior's open queue
     expect(lost).to_have_count(0)
     expect(other.page.locator("#queue-empty")).to_be_visible()
 
