@@ -78,7 +78,8 @@ def app_env(database_url, redis_url, smtp_server) -> dict[str, str]:
             "MAIL_SERVER": "127.0.0.1", "MAIL_PORT": str(smtp_server.port), "MAIL_TIMEOUT": "3",
             "DELIVERY_LEASE_SECONDS": "6", "DELIVERY_BACKOFF_SCALE": "0.02",
             "CELERY_VISIBILITY_TIMEOUT": "30", "PSA_WAIT_FOR_ASSESSMENT_SECONDS": "10",
-            "PSA_TIMEOUT": "2", "AI_TIMEOUT": "2"}
+            "PSA_TIMEOUT": "2", "AI_TIMEOUT": "2",
+            "PSA_ALLOW_PRIVATE_ADDRESSES": "true"}  # the PSA servers of the tests are on loopback
 
 
 def app_config(env: dict[str, str], **overrides) -> dict:

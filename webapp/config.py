@@ -88,6 +88,9 @@ class Config:
             "MAX_TASK_COUNTDOWN_SECONDS": env_int("MAX_TASK_COUNTDOWN_SECONDS", 1800, env),
             "PSA_WAIT_FOR_ASSESSMENT_SECONDS": env_int("PSA_WAIT_FOR_ASSESSMENT_SECONDS", 60, env),
             "PSA_TIMEOUT": env_float("PSA_TIMEOUT", 10.0, env),
+            # PSA URLs are typed by account admins: loopback and private ranges are refused
+            # unless the operator runs its PSAs there (or in tests and drills)
+            "PSA_ALLOW_PRIVATE_ADDRESSES": env_bool("PSA_ALLOW_PRIVATE_ADDRESSES", False, env),
             "SSE_KEEPALIVE_SECONDS": env_float("SSE_KEEPALIVE_SECONDS", 20.0, env),
             "SSE_REPLAY_MAXLEN": env_int("SSE_REPLAY_MAXLEN", 10000, env),
             "SSE_REPLAY_MAX_AGE_SECONDS": env_int("SSE_REPLAY_MAX_AGE_SECONDS", 86400, env),

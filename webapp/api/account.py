@@ -1,16 +1,16 @@
 """The account's PSA connection: provider, settings, and secrets that are never returned."""
+from flask import current_app
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, validates_schema
 
 from webapp import auth
 from webapp.api.schemas import StrictSchema, fields, validate
 from webapp.extensions import db
+from webapp.integrations import outbound
 from webapp.models import Account
 from webapp.services import psa_settings
 
 bp = Blueprint("account", __name__, description="Account settings")
-
-
 
 
 def required_text(max_len: int = 500):
@@ -19,6 +19,9 @@ def required_text(max_len: int = 500):
 
 def optional_text(max_len: int = 500):
     return fields.String(load_default=None, allow_none=True, validate=validate.Length(max=max_len))
+
+
+URL_FIELDS = ("site_url", "zone_url", "zone_lookup_url", "base_url")
 
 
 class PsaSettingsSchema(StrictSchema):
@@ -63,6 +66,11 @@ class PsaSettingsSchema(StrictSchema):
                   for name in self.REQUIRED[provider] if not data.get(name)}
         errors.update({name: [f"Not a {provider} setting."]
                        for name in data if name not in allowed})
+        if not current_app.config["PSA_ALLOW_PRIVATE_ADDRESSES"]:
+            for name in URL_FIELDS:
+                reason = data.get(name) and outbound.refusal_for_url(data[name])
+                if reason and name not in errors:
+                    errors[name] = [f"Must be a public address: {reason}."]
         if errors:
             raise ValidationError(errors)
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 from flask import current_app
 
 from webapp.extensions import db
+from webapp.integrations import outbound
 from webapp.integrations.psa import (
     PsaPermanent,
     PsaRetryable,
@@ -88,9 +89,10 @@ def push_note(row: Delivery) -> str:
         db.session.refresh(handoff)   # it may have landed since the handoff was read
     provider, settings = config
     try:
-        adapter = build_adapter(provider, settings, redis=get_redis(),
+        http = outbound.client(current_app.config["PSA_ALLOW_PRIVATE_ADDRESSES"])
+        adapter = build_adapter(provider, settings, http=http, redis=get_redis(),
                                 timeout=current_app.config["PSA_TIMEOUT"])
-        with adapter:
+        with http, adapter:
             return write_note_once(adapter, str(ticket_id), note_marker(handoff.id),
                                    compose_note(handoff), check_first=_may_have_posted(row))
     except PsaRetryable as error:

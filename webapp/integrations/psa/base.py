@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from webapp.integrations import outbound
+
 MAX_REASON = 300
 
 
@@ -255,6 +257,8 @@ class HttpPsaAdapter(PsaAdapter):
                 raise PsaPermanent(f"{self.name}: the configured URL cannot be used") from exc
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
                     httpx.ProxyError) as exc:
+                if outbound.is_refusal(exc):   # a non-public address: no retry will do
+                    raise PsaPermanent(f"{self.name}: refused to connect: {exc}") from exc
                 # Nothing reached the PSA, so even a write is safe to repeat.
                 raise PsaRetryable(
                     f"{self.name}: cannot connect ({type(exc).__name__})"

@@ -1,0 +1,92 @@
+"""PSA URLs chosen by tenants reach only public addresses unless the operator allows more."""
+import httpx
+import pytest
+
+from tasks import psa as psa_tasks
+from tests.conftest import app_config
+from tests.servers.psa import PsaServer
+from tests.tasks.test_psa_push import psa_row
+from tests.tasks.test_redelivery import undispatched_handoff
+from webapp import create_app
+from webapp.extensions import db
+from webapp.integrations import outbound
+from webapp.models import Account
+from webapp.services import psa_settings
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:8080/", "http://10.1.2.3/", "https://192.168.0.10/",
+    "http://169.254.169.254/latest/meta-data/", "http://[::1]:5000/", "http://0.0.0.0/",
+    "https://localhost/", "https://LOCALHOST./", "https://psa.localhost/",
+    "http://100.64.0.1/", "http://[::ffff:127.0.0.1]/", "http://224.0.0.1/",
+])
+def test_local_and_private_urls_are_refused_without_resolving(url):
+    assert outbound.refusal_for_url(url)
+
+
+@pytest.mark.parametrize("url", [
+    "https://na.myconnectwise.net/", "https://webservices2.autotask.net/atservicesrest/",
+    "https://8.8.8.8/", "https://msp.halopsa.com",
+])
+def test_public_urls_and_names_pass_the_static_check(url):
+    assert outbound.refusal_for_url(url) is None
+
+
+@pytest.fixture
+def psa_server():
+    with PsaServer(tickets=("1001",)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_the_public_only_client_refuses_a_loopback_server_at_connect_time(psa_server, host):
+    url = psa_server.url.replace("127.0.0.1", host) + "/v4_6_release/apis/3.0/system/info"
+    with outbound.client(allow_private=False) as http, pytest.raises(httpx.ConnectError) as error:
+        http.get(url)
+    assert outbound.is_refusal(error.value)
+    assert "not a public address" in str(error.value)
+    assert psa_server.requests == []
+    with outbound.client(allow_private=True) as http:    # the operator allowed it
+        assert http.get(url).status_code < 500
+    assert len(psa_server.requests) == 1
+
+
+@pytest.fixture
+def public_only(app_env):
+    return create_app(app_config(app_env, PSA_ALLOW_PRIVATE_ADDRESSES=False,
+                                 PSA_WAIT_FOR_ASSESSMENT_SECONDS=0))
+
+
+def test_an_admin_cannot_point_the_psa_at_a_private_address(public_only, tenant, psa_server):
+    client = public_only.test_client()
+    for provider, field in (("connectwise", "site_url"), ("halopsa", "base_url"),
+                            ("autotask", "zone_url")):
+        body = {"provider": provider, **psa_server.settings(provider)}
+        response = client.put("/api/v1/account/psa", json=body, headers=tenant.headers())
+        assert response.status_code == 422, response.get_json()
+        error = response.get_json()["error"]
+        assert error["code"] == "validation_error"
+        assert "public address" in str(error["details"][field])
+    public = {"provider": "connectwise",
+              **psa_server.settings("connectwise", site_url="https://na.myconnectwise.net")}
+    response = client.put("/api/v1/account/psa", json=public, headers=tenant.headers())
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["settings"]["site_url"] == "https://na.myconnectwise.net"
+
+
+def test_a_push_to_a_name_that_resolves_to_loopback_fails_for_good(
+        public_only, app_env, tenant, psa_server):
+    """Settings saved before the rule, or a name whose DNS answer changed: the push is
+    refused at connect time, with a reason, and nothing reaches the server."""
+    handoff_id = undispatched_handoff(app_env, tenant, psa_ticket_id="1001")
+    with public_only.app_context():
+        account = db.session.get(Account, tenant.account_id)
+        psa_settings.save(account, "connectwise", psa_server.settings(
+            "connectwise", site_url=psa_server.url.replace("127.0.0.1", "localhost")))
+        db.session.commit()
+        row_id = psa_row(public_only, handoff_id).id
+        psa_tasks.push_handoff.run(row_id)   # the task's body, in this app's context
+    row = psa_row(public_only, handoff_id)
+    assert row.status == "failed" and row.next_attempt_at is None, (row.status, row.last_error)
+    assert "refused to connect" in row.last_error and "not a public address" in row.last_error
+    assert psa_server.requests == []
