@@ -40,6 +40,7 @@ class RecordingHandler:
         self.messages: list[Received] = []
         self.lock = threading.Lock()
         self.refuse_next = 0            # answer 451 to the next N RCPT commands
+        self.refuse_next_only = ""      # ... that name an address containing this
         self.refuse_code = "451 4.3.0 Try again later"
         self.stall_rcpt_seconds = 0.0   # hold each RCPT this long before answering
         self.rcpt_calls = 0
@@ -51,7 +52,7 @@ class RecordingHandler:
             await asyncio.sleep(self.stall_rcpt_seconds)
         if address.lower() in self.refuse_addresses:
             return "550 5.1.1 Mailbox unavailable"
-        if self.refuse_next > 0:
+        if self.refuse_next > 0 and self.refuse_next_only in address.lower():
             self.refuse_next -= 1
             return self.refuse_code
         envelope.rcpt_tos.append(address)
@@ -99,6 +100,7 @@ class SmtpServer:
         with self.handler.lock:
             self.handler.messages.clear()
         self.handler.refuse_next = 0
+        self.handler.refuse_next_only = ""
         self.handler.stall_rcpt_seconds = 0.0
         self.handler.rcpt_calls = 0
         self.handler.refuse_addresses = set()
