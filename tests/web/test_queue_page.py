@@ -5,9 +5,10 @@ import re
 import httpx
 from playwright.sync_api import expect
 
-from tests.conftest import TEST_PASSWORD, artifacts_dir
+from tests.conftest import TEST_PASSWORD, app_config, artifacts_dir
 from tests.servers.psa import PsaServer
 from tests.web.conftest import new_escalation
+from webapp import create_app
 
 OUTSIDE_URL = re.compile(r"(?:https?:)?//[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.I)
 
@@ -468,3 +469,23 @@ def test_load_more_pages_through_a_long_queue_newest_first(open_screen, http, te
     expect(page.get_by_role("button", name="Load more")).to_be_hidden()
     shown = rows(page).evaluate_all("items => items.map(item => Number(item.dataset.id))")
     assert shown == [h["id"] for h in reversed(made)]
+
+
+def test_an_escalation_whose_live_event_was_lost_still_shows_within_a_minute(
+        open_screen, http, app_env, tenant):
+    screen = open_screen(before_load=lambda screen: screen.page.clock.install())
+    page = screen.page
+    screen.login(tenant.users["admin"]["email"])
+    expect(page.locator("#connection")).to_have_text("Live")
+    # written by a web process that could not reach Redis: no live event, no replay entry
+    unannounced = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
+                                        CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
+    lost = new_escalation(unannounced.test_client(), tenant, title="Backup job failing")
+    announced = new_escalation(http, tenant, title="Printer offline")
+    expect(row(page, announced)).to_be_visible()
+    expect(row(page, lost)).to_have_count(0)
+    page.clock.fast_forward(61_000)
+    expect(row(page, lost)).to_be_visible()
+    expect(row(page, lost).locator(".row-title")).to_have_text("Backup job failing")
+    expect(page.locator("#connection")).to_have_text("Live")
+    expect(rows(page)).to_have_count(2)

@@ -10,6 +10,7 @@
   const PAGE_SIZE = 25;
   const MAX_PAGE = 100;
   const POLL_MS = 15000;
+  const RECONCILE_MS = 60000;
   const BACKOFF_BASE_MS = 1000;
   const BACKOFF_CAP_MS = 10000;
   // The server sends a keepalive at least every 25 s; silence for longer means a dead link.
@@ -395,7 +396,7 @@
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       const parser = new SseParser((event) => {
-        if (generation === state.generation) onStreamEvent(event, sentId);
+        if (generation === state.generation) onStreamEvent(event);
       });
       for (;;) {
         const { value, done } = await reader.read();
@@ -435,7 +436,7 @@
 
   window.addEventListener("online", reconnectNow);
 
-  function onStreamEvent(event, sentId) {
+  function onStreamEvent(event) {
     if (event.type === "ready") {
       if (event.id) state.lastEventId = event.id;
       state.retries = 0;
@@ -444,9 +445,12 @@
         state.lostAnnounced = false;
         announce("Live updates restored.");
       }
-      // Without a Last-Event-ID there is no replay: what changed before now comes from a
-      // fresh read of the queue.
-      if (!sentId) loadFirstPage();
+      // Replay brings what was missed while away; a fresh read of the queue as well, now and
+      // every minute while live, brings what no event carried (one the server could not
+      // publish while Redis was unavailable, or anything before the first connection).
+      loadFirstPage();
+      clearInterval(state.pollTimer);
+      state.pollTimer = setInterval(loadFirstPage, RECONCILE_MS);
       return;
     }
     if (event.id && state.lastEventId && !isAfter(event.id, state.lastEventId)) return;
