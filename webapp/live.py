@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from flask import current_app, request
+from flask import Flask, current_app, request
 from flask_sse import Message, ServerSentEventsBlueprint
 from redis import Redis, RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,6 +56,10 @@ KEEPALIVES_PER_INTERVAL = 2
 # An open stream checks its token again this often (in keepalive intervals): a logout, a
 # deleted user or a lost senior role ends it, and the reconnect is refused.
 RECHECK_EVERY_KEEPALIVES = 3
+# A logout or a deleted user tells the account's streams to check at once (ACCESS_CHANGED);
+# a stream whose check keeps failing (Postgres down) ends after this many tries in a row.
+RECHECK_FAILURES_TO_END = 3
+ACCESS_CHANGED = "_access_changed"
 SUBSCRIBE_TIMEOUT_SECONDS = 3.0
 REPLAY_BATCH = 500
 # A stream that falls this far behind drops its backlog and replays it from Redis instead.
@@ -69,8 +73,12 @@ def stream_key(account_id: int) -> str:
     return key("events", account_id)
 
 
-def channel_name(account_id: int) -> str:
-    return key("live", account_id)
+def channel_name(account_id: int, app: Flask | None = None) -> str:
+    """The account's pub/sub channel. Channels are server-wide whatever the logical database,
+    so the name carries the database: deployments (or test runs) sharing a Redis server on
+    different databases never see each other's events."""
+    database = get_redis(app).connection_pool.connection_kwargs.get("db", 0)
+    return key("live", database, account_id)
 
 
 def publish(account_id: int, event_type: str, payload: dict) -> str | None:
@@ -81,7 +89,7 @@ def publish(account_id: int, event_type: str, payload: dict) -> str | None:
     url = None
     try:
         url = current_app.config["REDIS_URL"]
-        if not breaker(url).allows():
+        if not breaker(url, "live").allows():
             log.warning("live event %s for account %s not published: Redis was unavailable "
                         "moments ago", event_type, account_id)
             return None
@@ -94,10 +102,21 @@ def publish(account_id: int, event_type: str, payload: dict) -> str | None:
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     except Exception as error:  # a lost live event must never fail the caller
         if url is not None and isinstance(error, (RedisError, OSError)):
-            breaker(url).trip()
+            breaker(url, "live").trip()
         log.warning("live event %s for account %s not published: %s", event_type, account_id,
                     error, exc_info=not isinstance(error, (RedisError, OSError)))
         return None
+
+
+def announce_access_change(account_id: int) -> None:
+    """Tell the account's open streams to check their tokens now (after a logout, a user
+    deleted): on the live channel only, never stored for replay nor sent to a client.
+    Never raises: without it, streams still check on their own schedule."""
+    try:
+        quick_client(current_app.config["REDIS_URL"]).publish(
+            channel_name(account_id), json.dumps({"event": ACCESS_CHANGED}))
+    except (RedisError, OSError) as error:
+        log.warning("could not tell account %s's streams to recheck: %s", account_id, error)
 
 
 def _publish_script():
@@ -138,6 +157,7 @@ class LiveUnavailable(Exception):
 # ---- one subscription per process -----------------------------------------------------------
 
 RESYNC = object()  # "you may have missed messages: replay from your last position"
+RECHECK = object()  # "check that your token still allows you to stream"
 
 
 class Subscription:
@@ -318,6 +338,10 @@ class LiveHub:
             return
         try:
             fields = json.loads(raw)
+            if fields.get("event") == ACCESS_CHANGED:
+                for subscription in subscriptions:
+                    subscription.push(RECHECK)
+                return
             message = LiveMessage(fields["data"], type=fields["event"], id=fields["id"])
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed live message on %s: %r", channel, raw[:200])
@@ -365,7 +389,7 @@ class EventStream:
 
     def __init__(self, hub: LiveHub, subscription: Subscription, account_id: int,
                  ready: Message, start: tuple[int, int], keepalive_seconds: float,
-                 still_allowed: Callable[[], bool] | None = None):
+                 still_allowed: Callable[[], bool | None] | None = None):
         self.hub, self.subscription, self.account_id = hub, subscription, account_id
         self.ready, self.start = ready, start
         self.tick = keepalive_seconds / KEEPALIVES_PER_INTERVAL
@@ -385,10 +409,13 @@ class EventStream:
         last = self.start
         pending: list = [RESYNC]  # the first replay: what came after the start
         next_check = time.monotonic() + self.recheck_seconds
+        failed_checks = 0
         try:
             while True:
                 for item in pending:
-                    if item is RESYNC:
+                    if item is RECHECK:
+                        next_check = 0.0
+                    elif item is RESYNC:
                         for message in replay(self.hub.redis, self.account_id, last):
                             last = message.position
                             yield str(message)
@@ -396,9 +423,15 @@ class EventStream:
                         last = item.position
                         yield str(item)
                 if self.still_allowed and time.monotonic() >= next_check:
-                    if not self.still_allowed():
+                    allowed = self.still_allowed()
+                    if allowed is False:
                         log.info("live stream of account %s ended: token no longer valid",
                                  self.account_id)
+                        return
+                    failed_checks = failed_checks + 1 if allowed is None else 0
+                    if failed_checks >= RECHECK_FAILURES_TO_END:
+                        log.warning("live stream of account %s ended: its token could not be "
+                                    "checked %s times in a row", self.account_id, failed_checks)
                         return
                     next_check = time.monotonic() + self.recheck_seconds
                 pending = self.subscription.pull(self.tick)
@@ -478,10 +511,11 @@ class LiveEventsBlueprint(ServerSentEventsBlueprint):
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _token_check(app, token: str, account_id: int) -> Callable[[], bool]:
+def _token_check(app, token: str, account_id: int) -> Callable[[], bool | None]:
     """Whether the stream's token still lets a senior of the account stream; a short query
-    that returns its connection at once. While Postgres is down, streams carry on."""
-    def still_allowed() -> bool:
+    that returns its connection at once. None when it cannot tell (Postgres down): a short
+    outage does not end streams, a long one does."""
+    def still_allowed() -> bool | None:
         with app.app_context():
             try:
                 found = user_for_token(token)
@@ -489,7 +523,7 @@ def _token_check(app, token: str, account_id: int) -> Callable[[], bool]:
                         and found[0].account_id == account_id)
             except SQLAlchemyError as error:
                 log.warning("could not recheck a live stream's token: %s", error)
-                return True
+                return None
             finally:
                 db.session.remove()
     return still_allowed

@@ -54,9 +54,11 @@ class Breaker:
         self.open_until = time.monotonic() + self.cooldown
 
 
-def breaker(url: str, app: Flask | None = None) -> Breaker:
+def breaker(url: str, purpose: str, app: Flask | None = None) -> Breaker:
+    """One breaker per server and purpose: a slow enqueue does not also silence live events
+    on the same Redis."""
     breakers = (app or current_app).extensions.setdefault("redis_breakers", {})
-    return breakers.setdefault(url, Breaker())
+    return breakers.setdefault((purpose, url), Breaker())
 
 
 def key(*parts: object) -> str:

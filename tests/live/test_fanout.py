@@ -13,7 +13,7 @@ from webapp.redis_client import get_redis
 
 
 def numsub(app, account_id: int) -> int:
-    channel = live.channel_name(account_id)
+    channel = live.channel_name(account_id, app)
     return dict(get_redis(app).pubsub_numsub(channel))[channel.encode()]
 
 

@@ -1,5 +1,6 @@
 """`live.publish`: one id for the replay entry and the live message, bounded retention, and
 never an exception."""
+import itertools
 import json
 import time
 
@@ -65,3 +66,86 @@ def test_publish_never_raises_and_answers_none_when_redis_is_down(app_env):
         assert live.publish(1, "handoff_created", {"handoff": {"id": 1}}) is None
         assert time.monotonic() - started < 1
     assert live.publish(1, "handoff_created", {"handoff": {"id": 1}}) is None  # no app at all
+
+
+def test_deployments_on_other_databases_of_one_redis_never_see_each_others_events(
+        app, app_env, tenant):
+    """Pub/sub channels span the whole server: the channel must name the database."""
+    from redis import Redis
+    base = Redis.from_url(app_env["REDIS_URL"]).connection_pool.connection_kwargs.get("db", 0)
+    neighbour_url = app_env["REDIS_URL"].rsplit("/", 1)[0] + f"/{15 if base != 15 else 14}"
+    neighbour = create_app(app_config(app_env, REDIS_URL=neighbour_url,
+                                      CELERY_BROKER_URL=neighbour_url))
+    with app.app_context():
+        pubsub = get_redis().pubsub()
+        pubsub.subscribe(live.channel_name(tenant.account_id))
+    try:
+        assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+        with neighbour.app_context():   # the same account id, in the other deployment
+            assert live.publish(tenant.account_id, "handoff_created", {"handoff": {"id": 1}})
+            get_redis().delete(live.stream_key(tenant.account_id))
+        assert pubsub.get_message(timeout=1) is None
+        with app.app_context():
+            live.publish(tenant.account_id, "handoff_created", {"handoff": {"id": 2}})
+        message = pubsub.get_message(timeout=2)
+    finally:
+        pubsub.close()
+    assert json.loads(json.loads(message["data"])["data"])["handoff"] == {"id": 2}
+
+
+def test_a_broker_that_failed_moments_ago_does_not_silence_live_events(app, tenant):
+    from webapp.redis_client import breaker
+    with app.app_context():
+        url = app.config["REDIS_URL"]
+        assert app.config["CELERY_BROKER_URL"] == url     # one Redis for both, the default
+        breaker(url, "broker").trip()
+        try:
+            assert live.publish(tenant.account_id, "handoff_created", {"handoff": {"id": 3}})
+        finally:
+            breaker(url, "broker").open_until = 0.0
+
+
+def test_a_stream_whose_token_cannot_be_checked_ends_after_a_few_tries(app, tenant):
+    """Postgres down for long: the stream ends (fail closed) instead of streaming forever
+    to a token nobody can check; a single failed check does not end it."""
+    from webapp.api.stream import bp as stream_bp
+    answers = iter([None, True, None, None, None])
+    calls = []
+
+    def still_allowed():
+        calls.append(time.monotonic())
+        return next(answers)
+
+    with app.app_context():
+        stream = stream_bp.messages(tenant.account_id, None, keepalive_seconds=0.1,
+                                    still_allowed=still_allowed)
+        try:
+            frames = list(itertools.islice(stream, 200))
+        finally:
+            stream.close()
+    assert len(calls) == 5            # ended at the third failure in a row, not the first
+    assert frames[0].startswith("event:ready") and len(frames) < 200
+
+
+def test_an_access_change_makes_open_streams_check_at_once(app, tenant):
+    from webapp.api.stream import bp as stream_bp
+    calls = []
+
+    def still_allowed():
+        calls.append(time.monotonic())
+        return False
+
+    with app.app_context():
+        # on its own schedule the stream would check after 3 keepalive intervals: 6 s
+        stream = stream_bp.messages(tenant.account_id, None, keepalive_seconds=2,
+                                    still_allowed=still_allowed)
+        frames = iter(stream)
+        try:
+            assert next(frames).startswith("event:ready")
+            started = time.monotonic()
+            live.announce_access_change(tenant.account_id)
+            rest = list(frames)          # ends once the check says no
+        finally:
+            stream.close()
+    assert len(calls) == 1 and calls[0] - started < 3, calls
+    assert "access" not in "".join(rest)     # the notice never reaches the client

@@ -4,7 +4,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema
 from redis import RedisError
 
-from webapp import auth
+from webapp import auth, live
 from webapp.api.schemas import StrictSchema, UserSchema, fields, validate
 from webapp.errors import ApiError
 from webapp.extensions import db
@@ -78,6 +78,7 @@ def login(body):
 def logout():
     g.token.revoked_at = utcnow()
     db.session.commit()
+    live.announce_access_change(auth.current_user().account_id)
     return ""
 
 

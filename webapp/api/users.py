@@ -3,7 +3,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema
 from sqlalchemy.exc import IntegrityError
 
-from webapp import auth
+from webapp import auth, live
 from webapp.api.schemas import NotBlank, StrictSchema, UserSchema, fields, validate
 from webapp.errors import ApiError, not_found
 from webapp.extensions import db
@@ -73,4 +73,5 @@ def delete_user(user_id: int):
     db.session.execute(db.update(ApiToken).where(
         ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
     db.session.commit()
+    live.announce_access_change(caller.account_id)
     return ""

@@ -22,13 +22,13 @@ def broker_reachable() -> bool:
     url = current_app.config["CELERY_BROKER_URL"]
     if not url.startswith(("redis://", "rediss://", "unix://")):
         return True
-    if not breaker(url).allows():
+    if not breaker(url, "broker").allows():
         return False
     try:
         quick_client(url).ping()
         return True
     except (RedisError, OSError):
-        breaker(url).trip()
+        breaker(url, "broker").trip()
         return False
 
 
@@ -43,6 +43,6 @@ def enqueue(task_name: str, *args, countdown: float | None = None) -> bool:
             retry_policy=PUBLISH_RETRY_POLICY)
         return True
     except (KombuError, RedisError, OSError) as error:
-        breaker(current_app.config["CELERY_BROKER_URL"]).trip()
+        breaker(current_app.config["CELERY_BROKER_URL"], "broker").trip()
         log.warning("could not enqueue %s%r: %s", task_name, args, error)
         return False
