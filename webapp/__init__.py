@@ -13,6 +13,13 @@ from webapp.config import Config
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(Config.from_env(overrides=config))
+    if not app.config.get("SECRET_KEY"):
+        # no default: a published one would key every API token hash, and the PSA secrets at
+        # rest when ENCRYPTION_KEY is not set
+        raise RuntimeError(
+            "SECRET_KEY is not set. Set it to a long random string, the same for every process "
+            "(web, worker, beat), e.g. the output of: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
     logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
 
     from webapp import auth, cli, errors, web

@@ -56,7 +56,7 @@ class Config:
             },
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": env_str("CELERY_BROKER_URL", redis_url, env),
-            "SECRET_KEY": env_str("SECRET_KEY", "dev-secret-key-change-me", env),
+            "SECRET_KEY": env_str("SECRET_KEY", None, env),   # required: see create_app
             "ENCRYPTION_KEY": env_str("ENCRYPTION_KEY", None, env),
             "TOKEN_TTL_SECONDS": env_int("TOKEN_TTL_SECONDS", 12 * 3600, env),
             "LOGIN_RATE_LIMIT": env_int("LOGIN_RATE_LIMIT", 10, env),

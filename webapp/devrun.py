@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from email import message_from_bytes
@@ -42,6 +43,15 @@ def start_mail_catcher(port: int):
     return controller
 
 
+def local_secret_key(path: Path) -> str:
+    """A random SECRET_KEY for this checkout's local run, kept so tokens survive restarts."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def main() -> int:
     from honcho.environ import parse_procfile
     from honcho.manager import Manager
@@ -54,7 +64,8 @@ def main() -> int:
     env["MAIL_PORT"] = str(mail_port)
     env.setdefault("PORT", "5000")
     env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{env['PORT']}")
-    env.setdefault("SECRET_KEY", "local-demo-secret-key")
+    env.setdefault("HOST", "127.0.0.1")
+    env.setdefault("SECRET_KEY", local_secret_key(STATE / "secret-key"))
     env.setdefault("BEAT_SCHEDULE_FILE", str(STATE / "beat-schedule"))
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"

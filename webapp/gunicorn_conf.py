@@ -1,7 +1,9 @@
 """gunicorn settings for the web role: gevent workers, so streams don't hold a thread each."""
 import os
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '5000')}"
+# all interfaces by default, as a Procfile platform routes to PORT; the run command, the tests
+# and the benches set HOST=127.0.0.1
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "4000"))
