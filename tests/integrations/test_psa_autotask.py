@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from tests.servers.psa import AT_INTEGRATION_CODE, AT_SECRET, AT_USERNAME, PsaServer
 from webapp.integrations.psa import (
     PsaAmbiguous,
+    PsaBusy,
     PsaPermanent,
     PsaRetryable,
     build_adapter,
     note_marker,
     write_note_once,
 )
-from webapp.integrations.psa.limits import budget_key
+from webapp.integrations.psa.autotask import concurrency_key
 
 NOTES = "/Tickets/1001/Notes"
+NOTES_TEMPLATE = "/atservicesrest/V1.0/Tickets/{id}/Notes"
+# A second MSP whose database is served by the same zone.
+OTHER_USERNAME = "api-user@globex.example"
+OTHER_SECRET = "atSecret-Globex-S3cr3t-8d1f"
 
 
 def adapter(server, http, timeout: float = 5.0, redis=None, **overrides):
@@ -39,9 +45,20 @@ def test_note_lands_on_the_ticket_with_the_three_headers_and_note_fields(psa_ser
     assert post.headers["secret"] == AT_SECRET
     body = post.json()
     assert body["ticketID"] == 1001
-    assert body["description"] == f"Escalated: VPN down\n{marker}"
+    assert body["description"] == f"Escalated: <b>VPN</b> down\n{marker}"
     assert set(body) == {"ticketID", "title", "description", "noteType", "publish"}
     assert psa_server.notes("1002") == []
+
+
+def test_note_text_reaches_autotask_as_written_not_read_as_html(psa_server, psa_http):
+    text = ("Run Set-Mailbox -Identity <UserPrincipalName> with <Enabled>true</Enabled>\n"
+            "the log said &lt;none&gt; and <b>x</b>")
+
+    adapter(psa_server, psa_http).add_note("1001", text)
+
+    [post] = psa_server.requests_to("POST", NOTES)
+    assert post.json()["description"] == text
+    assert psa_server.notes("1001")[0]["description"] == text
 
 
 def test_zone_is_discovered_for_the_api_user(psa_server, psa_http):
@@ -215,7 +232,8 @@ def test_no_more_than_three_concurrent_requests_per_endpoint(psa_server, psa_htt
 
 def test_workers_sharing_redis_share_the_three_request_limit(psa_server, psa_http, psa_redis):
     psa_redis.delete_after(f"psa:limit:autotask:{psa_server.url}*")
-    key = budget_key("autotask", f"{psa_server.url}/atservicesrest/", "v1.0/tickets/{id}/notes")
+    key = concurrency_key(f"{psa_server.url}/atservicesrest/", AT_USERNAME,
+                          "v1.0/tickets/{id}/notes")
     workers = [adapter(psa_server, psa_http, redis=psa_redis.client) for _ in range(3)]
     # Three holders on another worker host use the whole budget.
     psa_redis.client.zadd(key, {"elsewhere-1": 9e15, "elsewhere-2": 9e15, "elsewhere-3": 9e15})
@@ -227,6 +245,64 @@ def test_workers_sharing_redis_share_the_three_request_limit(psa_server, psa_htt
     _concurrent_notes(psa_server, workers, 9)
 
     assert psa_server.max_in_flight("/atservicesrest/V1.0/Tickets/{id}/Notes") == 3
+
+
+def test_a_full_budget_ends_the_attempt_busy_after_at_most_two_seconds(
+    psa_server, psa_http, psa_redis
+):
+    psa_redis.delete_after(f"psa:limit:autotask:{psa_server.url}*")
+    key = concurrency_key(f"{psa_server.url}/atservicesrest/", AT_USERNAME,
+                          "v1.0/tickets/{id}/notes")
+    psa_redis.client.zadd(key, {"elsewhere-1": 9e15, "elsewhere-2": 9e15, "elsewhere-3": 9e15})
+    # even a configured longer wait is capped: a worker thread is not held for it
+    psa = adapter(psa_server, psa_http, redis=psa_redis.client, rate_wait=30)
+
+    started = time.monotonic()
+    with pytest.raises(PsaBusy, match="rate budget exhausted") as caught:
+        psa.add_note("1001", "x")
+
+    assert 1.8 <= time.monotonic() - started <= 2.6
+    assert caught.value.retry_after > 0
+    assert psa_server.requests_to("POST", NOTES) == []
+
+
+def test_accounts_sharing_a_zone_each_have_their_own_three_request_budget(
+    psa_http, psa_redis
+):
+    with PsaServer(at_users={OTHER_USERNAME: OTHER_SECRET}) as server:
+        psa_redis.delete_after(f"psa:limit:autotask:{server.url}*")
+        # one adapter per request, as separate workers would build them
+        acme = [adapter(server, psa_http, redis=psa_redis.client) for _ in range(6)]
+        globex = [adapter(server, psa_http, redis=psa_redis.client, username=OTHER_USERNAME,
+                          secret=OTHER_SECRET) for _ in range(3)]
+        server.inject("POST", "/Notes", delay=0.6, times=9)
+        errors: list[BaseException] = []
+
+        def post(psa) -> None:
+            try:
+                psa.add_note("1001", "note")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=post, args=(psa,)) for psa in acme[:3] + globex]
+        threads += [threading.Thread(target=post, args=(psa,)) for psa in acme[3:]]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        keys = [k.decode() for k in psa_redis.client.scan_iter(
+            match=f"psa:limit:autotask:{server.url}*")]
+        for t in threads:
+            t.join(30)
+
+        assert errors == []
+        assert len(server.notes("1001")) == 9
+        assert server.max_in_flight(NOTES_TEMPLATE, OTHER_USERNAME) == 3
+        assert server.max_in_flight(NOTES_TEMPLATE, AT_USERNAME) == 3
+        assert server.max_in_flight(NOTES_TEMPLATE) == 6      # neither waited for the other
+        assert len(keys) == 2
+        for secret in (AT_USERNAME, OTHER_USERNAME, AT_SECRET, OTHER_SECRET,
+                       AT_INTEGRATION_CODE):
+            assert not [k for k in keys if secret.lower() in k.lower()]
 
 
 def test_missing_settings_are_permanent(psa_http):

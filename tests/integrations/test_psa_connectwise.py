@@ -68,13 +68,16 @@ def test_unknown_company_is_permanent(psa_server, psa_http):
         adapter(psa_server, psa_http, company_id="globex").add_note("1001", "hello")
 
 
-def test_html_is_stripped_to_plain_text(psa_server, psa_http):
-    adapter(psa_server, psa_http).add_note(
-        "1001", "<p>Disk <b>full</b> &amp; slow</p><br>a < b, mail <ops@acme.example>"
-    )
+def test_note_text_is_sent_as_written_not_read_as_html(psa_server, psa_http):
+    # the note is plain text: what looks like markup is part of what the engineer wrote
+    text = ("Run Set-Mailbox -Identity <UserPrincipalName> with <Enabled>true</Enabled>\n"
+            "the log said &lt;none&gt; and <b>x</b>, a < b, mail <ops@acme.example>")
 
-    [note] = psa_server.notes("1001")
-    assert note["text"] == "Disk full & slow\n\na < b, mail <ops@acme.example>"
+    adapter(psa_server, psa_http).add_note("1001", text)
+
+    [post] = psa_server.requests_to("POST", NOTES)
+    assert post.json()["text"] == text
+    assert psa_server.notes("1001")[0]["text"] == text
 
 
 def test_429_is_retryable_with_retry_after_and_the_wait_is_honoured(

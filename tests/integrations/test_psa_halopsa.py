@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from tests.servers.psa import HALO_CLIENT_ID, HALO_CLIENT_SECRET, PsaServer
 from webapp.integrations.psa import (
     PsaAmbiguous,
+    PsaBusy,
     PsaPermanent,
     PsaRetryable,
     build_adapter,
@@ -51,6 +53,20 @@ def test_note_is_a_private_action_posted_as_an_array_with_a_bearer_token(psa_ser
     }]
     assert note["note"] == text
     assert psa_server.notes("1002") == []
+
+
+def test_plain_text_that_looks_like_markup_is_escaped_into_the_html_note(psa_server, psa_http):
+    text = ("Run Set-Mailbox -Identity <UserPrincipalName> with <Enabled>true</Enabled>\n"
+            "the log said &lt;none&gt; and <b>x</b>")
+
+    adapter(psa_server, psa_http).add_note("1001", text)
+
+    [post] = psa_server.requests_to("POST", ACTIONS)
+    assert post.json()[0]["note_html"] == (
+        "Run Set-Mailbox -Identity &lt;UserPrincipalName&gt; with "
+        "&lt;Enabled&gt;true&lt;/Enabled&gt;<br>the log said &amp;lt;none&amp;gt; and "
+        "&lt;b&gt;x&lt;/b&gt;")
+    assert psa_server.notes("1001")[0]["note"] == text   # as Halo shows it
 
 
 def test_configured_outcome_and_tenant_are_used(psa_http):
@@ -199,6 +215,43 @@ def test_workers_sharing_redis_share_the_token_and_the_spacing(psa_server, psa_h
     times = [r.time for r in psa_server.requests]
     assert all(b - a >= 0.35 for a, b in zip(times, times[1:], strict=False)), times
     assert list(psa_redis.client.scan_iter(match=f"psa:token:halopsa:{psa_server.url}:*"))
+
+
+def test_a_turn_further_away_than_two_seconds_is_not_taken_and_ends_busy(
+    psa_server, psa_http, psa_redis
+):
+    psa_redis.delete_after(f"psa:*{psa_server.url}*")
+
+    def worker():
+        # a configured longer wait is capped: a worker thread is not held for it
+        return adapter(psa_server, psa_http, redis=psa_redis.client, min_interval=1.5,
+                       rate_wait=30)
+
+    worker().get_ticket("1001")     # the token, then the ticket 1.5 s later
+    outcomes: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        started = time.monotonic()
+        try:
+            worker().get_ticket("1001")
+            outcome, wait = "sent", 0.0
+        except PsaBusy as busy:
+            outcome, wait = "busy", busy.retry_after
+        with lock:
+            outcomes.append((outcome, wait, time.monotonic() - started))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+
+    assert sorted(o for o, _, _ in outcomes) == ["busy", "busy", "busy", "sent"], outcomes
+    assert all(took < 2.2 for _, _, took in outcomes), outcomes
+    assert len(psa_server.requests) == 3
+    # the refused callers took no turn: each is told the same wait, about 3 s
+    assert all(2.5 <= wait <= 3.1 for o, wait, _ in outcomes if o == "busy"), outcomes
 
 
 def test_missing_settings_are_permanent(psa_http):

@@ -114,11 +114,14 @@ class PsaServer:
         halo_tenant: str | None = None,
         halo_token_ttl: int = 3600,
         at_page_size: int = 500,
+        at_users: dict[str, str] | None = None,
     ) -> None:
         self.tickets = {t: {"id": int(t), "summary": f"Ticket {t}"} for t in tickets}
         self.halo_tenant = halo_tenant
         self.halo_token_ttl = halo_token_ttl
         self.at_page_size = at_page_size
+        # Autotask API users (name: secret), each of its own customer database.
+        self.at_users = {AT_USERNAME: AT_SECRET, **(at_users or {})}
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._requests: list[Recorded] = []
@@ -242,10 +245,12 @@ class PsaServer:
             if r.method == method.upper() and r.path.lower().endswith(path_suffix.lower())
         ]
 
-    def max_in_flight(self, path_template: str) -> int:
-        """The most requests to one path template (ids as {id}) handled at the same moment."""
+    def max_in_flight(self, path_template: str, username: str | None = None) -> int:
+        """The most requests to one path template (ids as {id}) handled at the same moment;
+        with username, only those of that Autotask API user."""
+        counter = path_template.lower() + (f" user={username.lower()}" if username else "")
         with self._lock:
-            return self._max_in_flight.get(path_template.lower(), 0)
+            return self._max_in_flight.get(counter, 0)
 
     def revoke_tokens(self) -> None:
         """Expire every Halo token issued so far."""
@@ -263,6 +268,9 @@ class PsaServer:
             {k.lower(): v for k, v in h.headers.items()}, body, time.monotonic(),
         )
         template = _ID_SEGMENT.sub("/{id}", path).lower()
+        counters = [template]
+        if record.headers.get("username"):
+            counters.append(f"{template} user={record.headers['username'].lower()}")
         with self._lock:
             self._requests.append(record)
             fault = next((f for f in self._faults if f.matches(h.command, path)), None)
@@ -270,10 +278,11 @@ class PsaServer:
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
-            self._in_flight[template] = self._in_flight.get(template, 0) + 1
-            self._max_in_flight[template] = max(
-                self._max_in_flight.get(template, 0), self._in_flight[template]
-            )
+            for counter in counters:
+                self._in_flight[counter] = self._in_flight.get(counter, 0) + 1
+                self._max_in_flight[counter] = max(
+                    self._max_in_flight.get(counter, 0), self._in_flight[counter]
+                )
         left = False
 
         def leave() -> None:
@@ -283,7 +292,8 @@ class PsaServer:
             if not left:
                 left = True
                 with self._lock:
-                    self._in_flight[template] -= 1
+                    for counter in counters:
+                        self._in_flight[counter] -= 1
 
         try:
             if fault is not None and fault.action == "drop":
@@ -434,14 +444,15 @@ class PsaServer:
     def _autotask(self, r: Recorded) -> Any:
         rest = r.path[len("/atservicesrest/"):]
         if rest.lower() == "v1.0/zoneinformation":
-            if r.query.get("user", [""])[0].lower() != AT_USERNAME.lower():
+            users = {name.lower() for name in self.at_users}
+            if r.query.get("user", [""])[0].lower() not in users:
                 raise _Reply(404, {"errors": ["Invalid user"]})
             return {"zoneName": "Local Zone", "url": f"{self.url}/atservicesrest/",
                     "webUrl": f"{self.url}/", "ci": 0}
         if r.headers.get("apiintegrationcode") != AT_INTEGRATION_CODE:
             raise _Reply(500, {"errors": ["IntegrationCode is invalid."]})
-        if (r.headers.get("username") != AT_USERNAME
-                or r.headers.get("secret") != AT_SECRET):
+        username = r.headers.get("username")
+        if username not in self.at_users or r.headers.get("secret") != self.at_users[username]:
             raise _Reply(401, {"errors": ["Unauthorized"]})
         m = re.fullmatch(r"v1\.0/tickets/(\d+)(/notes)?", rest, re.IGNORECASE)
         if m is None:

@@ -1,19 +1,25 @@
 """The PSA note through a real worker against a local server speaking each PSA's API."""
 import base64
+import html
+import threading
 import time
 from datetime import timedelta
 
 import pytest
 
 from tasks import maintenance
+from tasks import psa as psa_tasks
 from tests.api.test_handoffs import hand_off, new_session
-from tests.conftest import artifacts_dir, wait_for
+from tests.conftest import app_config, artifacts_dir, wait_for
 from tests.servers import psa as fake
 from tests.servers.psa import PsaServer
 from tests.tasks.test_redelivery import undispatched_handoff
+from webapp import create_app
 from webapp.extensions import db
-from webapp.models import Delivery
+from webapp.integrations.psa.limits import MAX_WAIT
+from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
+from webapp.services import deliveries, psa_push
 
 PROVIDERS = ["connectwise", "autotask", "halopsa"]
 NOTE_PATH = {"connectwise": "/notes", "autotask": "/notes", "halopsa": "/api/actions"}
@@ -236,3 +242,161 @@ def test_an_admin_retry_after_an_ambiguous_write_finds_the_note_instead_of_posti
                        and psa_row(app, handoff["id"]), 30, message="retried push")
     notes = psa_server.notes("1001")
     assert len(notes) == 1 and retried.external_id == str(notes[0]["id"])
+
+
+# ---- the push service driven directly, on handoffs no worker will touch ---------------------
+
+@pytest.fixture
+def offline_client(app_env):
+    """A client whose app cannot reach the broker: handoffs are written, never dispatched, so
+    only the test drives their rows."""
+    down = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
+                                 CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
+    return down.test_client()
+
+
+def pusher(app_env, wait_for_assessment: int = 0):
+    """An app whose pushes wait this long for the assessment."""
+    return create_app(app_config(app_env, PSA_WAIT_FOR_ASSESSMENT_SECONDS=wait_for_assessment))
+
+
+def offline_handoff(offline_client, tenant, ticket="1001", **fields) -> int:
+    session_id = new_session(offline_client, tenant, psa_ticket_id=ticket)
+    response = hand_off(offline_client, tenant, session_id, **fields)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["id"]
+
+
+def push(app, row_id: int) -> float | None:
+    """One run of the PSA row, as the task body runs it."""
+    with app.app_context():
+        return deliveries.run(row_id, psa_push.push_note, psa_tasks.RETRY)
+
+
+def set_assessment(app, handoff_id: int, **values) -> None:
+    with app.app_context():
+        db.session.execute(db.update(Delivery).where(
+            Delivery.handoff_id == handoff_id, Delivery.channel == "assessment").values(**values))
+        db.session.commit()
+
+
+def assert_deferred(row) -> None:
+    """Put back for later without counting an attempt."""
+    assert (row.status, row.attempts) == ("pending", 0), (row.status, row.last_error)
+    assert row.next_attempt_at > utcnow()
+
+
+def test_a_burst_beyond_the_halo_budget_is_deferred_instead_of_held_in_worker_threads(
+        app, app_env, tenant, offline_client, psa_server, configure):
+    configure("halopsa")    # hosted Halo's spacing: one request a second
+    pushing = pusher(app_env)
+    rows = [psa_row(app, offline_handoff(offline_client, tenant)).id for _ in range(7)]
+    push(pushing, rows[0])     # takes the token and one turn
+    took: dict[int, float] = {}
+
+    def run(row_id: int) -> None:
+        started = time.monotonic()
+        push(pushing, row_id)
+        took[row_id] = time.monotonic() - started
+
+    threads = [threading.Thread(target=run, args=(row_id,)) for row_id in rows[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    assert len(took) == 6
+    assert max(took.values()) < MAX_WAIT + 0.8, took      # nobody slept past the cap
+    with app.app_context():
+        burst = list(db.session.scalars(db.select(Delivery).where(Delivery.id.in_(rows[1:]))))
+    sent = [row for row in burst if row.status == "sent"]
+    deferred = [row for row in burst if row.status != "sent"]
+    assert sent and len(deferred) >= 3, [(r.status, r.last_error) for r in burst]
+    for row in deferred:
+        assert_deferred(row)
+    assert len(psa_server.notes("1001")) == 1 + len(sent)
+
+
+def test_the_push_waits_while_the_assessment_failed_but_will_be_retried(
+        app, app_env, tenant, offline_client, psa_server, configure):
+    configure("connectwise")
+    pushing = pusher(app_env, wait_for_assessment=60)
+    handoff_id = offline_handoff(offline_client, tenant)
+    set_assessment(app, handoff_id, status="failed", attempts=1,
+                   last_error="AI provider: timed out",
+                   next_attempt_at=utcnow() + timedelta(seconds=30))
+    row_id = psa_row(app, handoff_id).id
+
+    push(pushing, row_id)
+
+    assert_deferred(psa_row(app, handoff_id))
+    assert psa_server.notes("1001") == []
+    # failed for good: nothing more is coming, so the note goes without it
+    set_assessment(app, handoff_id, next_attempt_at=None)
+    push(pushing, row_id)
+    assert psa_row(app, handoff_id).status == "sent"
+    [note] = psa_server.notes("1001")
+    assert "AI assessment: not available yet." in note["text"]
+
+
+def test_the_push_stops_waiting_for_a_retrying_assessment_after_the_configured_wait(
+        app, app_env, tenant, offline_client, psa_server, configure):
+    configure("connectwise")
+    pushing = pusher(app_env, wait_for_assessment=1)
+    handoff_id = offline_handoff(offline_client, tenant)
+    set_assessment(app, handoff_id, status="failed", attempts=1,
+                   last_error="AI provider: timed out",
+                   next_attempt_at=utcnow() + timedelta(seconds=30))
+    row_id = psa_row(app, handoff_id).id
+    push(pushing, row_id)
+    assert_deferred(psa_row(app, handoff_id))
+    with app.app_context():
+        created = db.session.get(Handoff, handoff_id).created_at
+    time.sleep(max(0.0, (created + timedelta(seconds=1.1) - utcnow()).total_seconds()))
+
+    push(pushing, row_id)
+
+    assert psa_row(app, handoff_id).status == "sent"
+    [note] = psa_server.notes("1001")
+    assert "AI assessment: not available yet." in note["text"]
+
+
+MARKUP_LIKE = ("Run Set-Mailbox -Identity <UserPrincipalName> with <Enabled>true</Enabled>; "
+               "the log said &lt;none&gt; and <b>x</b>")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_note_that_looks_like_markup_reaches_the_psa_as_written(
+        app, app_env, tenant, offline_client, psa_server, configure, provider):
+    configure(provider)
+    handoff_id = offline_handoff(offline_client, tenant, note=MARKUP_LIKE)
+
+    push(pusher(app_env), psa_row(app, handoff_id).id)
+
+    assert psa_row(app, handoff_id).status == "sent"
+    [note] = psa_server.notes("1001")
+    if provider == "halopsa":   # Halo's notes are HTML: the text is escaped into it
+        assert html.escape(MARKUP_LIKE, quote=False) in note["note_html"]
+        assert MARKUP_LIKE in note["note"]
+    else:
+        sent = note_posts(psa_server, provider)[0].json()
+        assert MARKUP_LIKE in (sent.get("text") or sent.get("description"))
+
+
+def test_a_pushed_park_reads_as_a_park_with_nothing_to_claim(
+        app, app_env, tenant, offline_client, psa_server, configure):
+    configure("connectwise", push_parks=True)
+    handoff_id = offline_handoff(offline_client, tenant, intent="park",
+                                 note="Waiting on the client's maintenance window")
+
+    push(pusher(app_env), psa_row(app, handoff_id).id)
+
+    assert psa_row(app, handoff_id).status == "sent"
+    [note] = psa_server.notes("1001")
+    text = note["text"]
+    name = tenant.users["engineer"]["name"]
+    assert text.startswith(f"PARKED by {name} on ") and text.splitlines()[0].endswith("for later")
+    assert "Park note:\nWaiting on the client's maintenance window" in text
+    assert "ESCALATED" not in text and "Escalation note" not in text
+    assert "/queue#handoff" not in text and "Open in Escalations" not in text
+    assert f"[escalation-handoff:{handoff_id}]" in text

@@ -22,7 +22,9 @@ LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopb
 
 
 class RefusedAddress(httpcore.ConnectError):
-    """The host resolves to an address outbound connections may not reach."""
+    """The host resolves to an address outbound connections may not reach. The message names
+    the host and the address, for the operator's logs only: a reason a tenant can read must
+    not (it would tell a tenant admin what internal names resolve to)."""
 
 
 def is_public(address: str) -> bool:

@@ -8,6 +8,7 @@ from flask import current_app
 from webapp.extensions import db
 from webapp.integrations import outbound
 from webapp.integrations.psa import (
+    PsaBusy,
     PsaPermanent,
     PsaRetryable,
     build_adapter,
@@ -24,14 +25,21 @@ ASSESSMENT_POLL_SECONDS = 5.0
 
 
 def compose_note(handoff: Handoff) -> str:
-    """Plain text a senior can read in the PSA; the marker lets a lost answer be reconciled."""
+    """Plain text a senior can read in the PSA; the marker lets a lost answer be reconciled.
+    A park (pushed when the account asks for it) reads as one: set aside, nothing to claim."""
     snapshot = handoff.snapshot
+    when = f"{handoff.created_at:%Y-%m-%d %H:%M} UTC"
+    escalated = handoff.intent == "escalate"
+    if escalated:
+        headline = (f"ESCALATED by {handoff.creator.name} on {when}"
+                    f"{' (URGENT)' if handoff.urgency == 'high' else ''}")
+    else:
+        headline = f"PARKED by {handoff.creator.name} on {when} for later"
     lines = [
-        f"ESCALATED by {handoff.creator.name} on {handoff.created_at:%Y-%m-%d %H:%M} UTC"
-        f"{' (URGENT)' if handoff.urgency == 'high' else ''}",
+        headline,
         f"Session: {snapshot.get('title')}",
         "",
-        "Escalation note:",
+        "Escalation note:" if escalated else "Park note:",
         handoff.note,
         "",
         "Problem:",
@@ -50,16 +58,24 @@ def compose_note(handoff: Handoff) -> str:
         lines += ["Next steps:"] + [f"- {s}" for s in assessment.get("next_steps", [])]
     else:
         lines += ["", "AI assessment: not available yet."]
-    link = f"{current_app.config['PUBLIC_BASE_URL'].rstrip('/')}/queue#handoff-{handoff.id}"
-    lines += ["", f"Open in Escalations: {link}", note_marker(handoff.id)]
+    lines.append("")
+    if escalated:   # a park is in nobody's queue: there is nothing to open or claim
+        link = f"{current_app.config['PUBLIC_BASE_URL'].rstrip('/')}/queue#handoff-{handoff.id}"
+        lines.append(f"Open in Escalations: {link}")
+    lines.append(note_marker(handoff.id))
     return "\n".join(lines)
 
 
 def _assessment_settled(handoff: Handoff) -> bool:
-    """True once the assessment will not arrive soon: done, given up, or failing."""
-    status = db.session.scalar(db.select(Delivery.status).where(
-        Delivery.handoff_id == handoff.id, Delivery.channel == "assessment"))
-    return status in (None, "sent", "failed", "dead", "skipped")
+    """True once no assessment is coming: done, skipped, given up, or failed for good. A
+    failure that will be retried (next_attempt_at set) is still on its way."""
+    found = db.session.execute(db.select(Delivery.status, Delivery.next_attempt_at).where(
+        Delivery.handoff_id == handoff.id, Delivery.channel == "assessment")).first()
+    if found is None:
+        return True
+    status, next_attempt_at = found
+    return status in ("sent", "dead", "skipped") or (
+        status == "failed" and next_attempt_at is None)
 
 
 def _may_have_posted(row: Delivery) -> bool:
@@ -95,6 +111,8 @@ def push_note(row: Delivery) -> str:
         with http, adapter:
             return write_note_once(adapter, str(ticket_id), note_marker(handoff.id),
                                    compose_note(handoff), check_first=_may_have_posted(row))
+    except PsaBusy as busy:   # nothing was sent: come back when the PSA has a turn
+        raise Defer(busy.retry_after, busy.reason) from busy
     except PsaRetryable as error:
         raise Retryable(error.reason, error.retry_after) from error
     except PsaPermanent as error:

@@ -10,6 +10,7 @@ from .autotask import AutotaskAdapter
 from .base import (
     PsaAdapter,
     PsaAmbiguous,
+    PsaBusy,
     PsaError,
     PsaPermanent,
     PsaRetryable,
@@ -53,6 +54,7 @@ __all__ = [
     "PROVIDERS",
     "PsaAdapter",
     "PsaAmbiguous",
+    "PsaBusy",
     "PsaError",
     "PsaPermanent",
     "PsaRetryable",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,12 +14,11 @@ from .base import (
     HttpPsaAdapter,
     PsaPermanent,
     base_url,
-    html_to_text,
     note_id,
     require_settings,
     ticket_number,
 )
-from .limits import ConcurrencyLimit, budget_key
+from .limits import MAX_WAIT, ConcurrencyLimit, budget_key
 
 ZONE_LOOKUP_URL = "https://webservices.autotask.net/atservicesrest/v1.0/zoneInformation"
 MAX_CONCURRENT = 3
@@ -30,6 +30,13 @@ _AUTH_MESSAGE = re.compile(
     re.IGNORECASE,
 )
 _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def concurrency_key(zone: str, username: str, template: str) -> str:
+    """The budget key of one endpoint of one database. Many MSPs share a zone; an API user
+    belongs to one database, so a digest of its name (never the name) stands for it."""
+    database = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:16]
+    return budget_key(AutotaskAdapter.provider, zone, database, template.lower())
 
 
 class AutotaskAdapter(HttpPsaAdapter):
@@ -67,13 +74,13 @@ class AutotaskAdapter(HttpPsaAdapter):
         self._publish = int(settings.get("note_publish", 1))
         self._redis = redis
         self._max_concurrent = int(settings.get("max_concurrent", MAX_CONCURRENT))
-        self._rate_wait = float(settings.get("rate_wait", 30.0))
+        self._rate_wait = min(float(settings.get("rate_wait", MAX_WAIT)), MAX_WAIT)
         self._limits: dict[str, ConcurrencyLimit] = {}
         super().__init__(http, timeout)
         self._keep_secret(secret, integration_code)
 
     def add_note(self, ticket_id: str, text: str) -> str:
-        """Post a ticket note and return its itemId."""
+        """Post a ticket note (plain text, sent as written) and return its itemId."""
         number = ticket_number(ticket_id, self.name)
         response = self._send(
             "POST",
@@ -83,7 +90,7 @@ class AutotaskAdapter(HttpPsaAdapter):
             json={
                 "ticketID": number,
                 "title": TITLE,
-                "description": html_to_text(text)[: self.max_note_length],
+                "description": text[: self.max_note_length],
                 "noteType": self._note_type,
                 "publish": self._publish,
             },
@@ -127,7 +134,7 @@ class AutotaskAdapter(HttpPsaAdapter):
         return response.status_code == 500 and bool(_AUTH_MESSAGE.search(message))
 
     def _budget(self, url: str) -> contextlib.AbstractContextManager:
-        """Autotask allows three concurrent requests per endpoint of a database's zone."""
+        """Autotask allows three concurrent requests per endpoint of each customer database."""
         zone = self._zone
         if zone is None or not url.startswith(zone):
             return contextlib.nullcontext()
@@ -135,7 +142,7 @@ class AutotaskAdapter(HttpPsaAdapter):
         limit = self._limits.get(template)
         if limit is None:
             limit = self._limits[template] = ConcurrencyLimit(
-                budget_key(self.provider, zone, template.lower()),
+                concurrency_key(zone, self._username, template),
                 self._max_concurrent,
                 redis=self._redis,
                 max_wait=self._rate_wait,

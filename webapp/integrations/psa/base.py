@@ -7,7 +7,6 @@ import contextlib
 import email.utils
 import html
 import math
-import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +37,14 @@ class PsaRetryable(PsaError):
 
 class PsaAmbiguous(PsaRetryable):
     """The write was sent but its answer was lost: it may have happened."""
+
+
+class PsaBusy(PsaRetryable):
+    """The PSA's rate budget has no turn for this request soon enough to wait for in a worker
+    thread; nothing was sent, so try again in about `retry_after` seconds."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(reason, retry_after=retry_after)
 
 
 class PsaPermanent(PsaError):
@@ -132,20 +139,6 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-_BREAK_TAG = re.compile(r"<br\s*/?>|</(?:p|div|li|tr|h[1-6])\s*>", re.IGNORECASE)
-# Only things shaped like tags, so "a < b" or "<user@example.com>" survive.
-_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>")
-
-
-def html_to_text(text: str) -> str:
-    """Plain text from text that may contain HTML (for PSAs that reject markup)."""
-    if "<" not in text and "&" not in text:
-        return text
-    text = _BREAK_TAG.sub("\n", text)
-    text = _TAG.sub("", text)
-    return html.unescape(text)
 
 
 def text_to_html(text: str) -> str:
@@ -258,7 +251,12 @@ class HttpPsaAdapter(PsaAdapter):
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
                     httpx.ProxyError) as exc:
                 if outbound.is_refusal(exc):   # a non-public address: no retry will do
-                    raise PsaPermanent(f"{self.name}: refused to connect: {exc}") from exc
+                    # Every member of the account reads the reason: no host or address in
+                    # it, or it would tell a tenant what internal names resolve to.
+                    raise PsaPermanent(
+                        f"{self.name}: refused to connect: the configured host is not a "
+                        "public address"
+                    ) from exc
                 # Nothing reached the PSA, so even a write is safe to repeat.
                 raise PsaRetryable(
                     f"{self.name}: cannot connect ({type(exc).__name__})"

@@ -13,7 +13,6 @@ from .base import (
     HttpPsaAdapter,
     PsaPermanent,
     base_url,
-    html_to_text,
     iter_dicts,
     note_id,
     require_settings,
@@ -59,14 +58,14 @@ class ConnectWiseAdapter(HttpPsaAdapter):
         self._keep_secret(private_key, credentials)
 
     def add_note(self, ticket_id: str, text: str) -> str:
-        """Post an internal-analysis note (plain text) and return its id."""
+        """Post an internal-analysis note (plain text, sent as written) and return its id."""
         number = ticket_number(ticket_id, self.name)
         response = self._send(
             "POST",
             f"{self._base()}/service/tickets/{number}/notes",
             write=True,
             headers=self._headers,
-            json={"text": html_to_text(text), "internalAnalysisFlag": True},
+            json={"text": text, "internalAnalysisFlag": True},
         )
         self._check(response, write=True, ticket_id=number)
         return note_id(self._json(response, write=True), self.name, "id")

@@ -22,7 +22,7 @@ from .base import (
     text_to_html,
     ticket_number,
 )
-from .limits import RequestSpacing, budget_key
+from .limits import MAX_WAIT, RequestSpacing, budget_key
 
 DEFAULT_OUTCOME = "Private Note"
 MIN_INTERVAL = 1.0
@@ -104,7 +104,7 @@ class HaloPsaAdapter(HttpPsaAdapter):
             budget_key(self.provider, self._base),
             float(settings.get("min_interval", MIN_INTERVAL)),
             redis=redis,
-            max_wait=float(settings.get("rate_wait", 30.0)),
+            max_wait=min(float(settings.get("rate_wait", MAX_WAIT)), MAX_WAIT),
             label=self.name,
         )
         super().__init__(http, timeout)

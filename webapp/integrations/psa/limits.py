@@ -11,9 +11,12 @@ from collections.abc import Callable, Iterator
 
 import redis as redis_lib
 
-from .base import PsaRetryable
+from .base import PsaBusy
 
 KEY_PREFIX = "psa:limit:"
+# The longest a request waits in its worker thread for a turn. Past it the attempt ends with
+# PsaBusy and is tried again later, so one tenant's burst cannot hold every worker thread.
+MAX_WAIT = 2.0
 
 # Holders live in a sorted set scored by when their lease ends, so a worker
 # that dies while holding a slot frees it when the lease runs out.
@@ -66,7 +69,7 @@ class ConcurrencyLimit:
         limit: int,
         *,
         redis: redis_lib.Redis | None = None,
-        max_wait: float = 30.0,
+        max_wait: float = MAX_WAIT,
         lease: float = 120.0,
         label: str = "PSA",
     ) -> None:
@@ -80,17 +83,18 @@ class ConcurrencyLimit:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
-        """Hold one slot for the duration of the block; PsaRetryable if none frees in time."""
+        """Hold one slot for the duration of the block; PsaBusy if none frees in max_wait."""
         release = self._acquire()
         try:
             yield
         finally:
             release()
 
-    def _exhausted(self) -> PsaRetryable:
-        return PsaRetryable(
+    def _exhausted(self) -> PsaBusy:
+        # When a slot frees is not known; spread the retries so they do not come back together.
+        return PsaBusy(
             f"{self.label}: rate budget exhausted ({self.limit} concurrent requests)",
-            retry_after=1.0,
+            retry_after=round(random.uniform(1.0, 3.0), 3),
         )
 
     def _acquire(self) -> Callable[[], None]:
@@ -134,7 +138,7 @@ class RequestSpacing:
         interval: float,
         *,
         redis: redis_lib.Redis | None = None,
-        max_wait: float = 30.0,
+        max_wait: float = MAX_WAIT,
         label: str = "PSA",
     ) -> None:
         self.key = key
@@ -145,7 +149,8 @@ class RequestSpacing:
         self._script = redis.register_script(_RESERVE) if redis is not None else None
 
     def wait(self) -> None:
-        """Block until this caller's turn; PsaRetryable if it is more than max_wait away."""
+        """Block until this caller's turn; PsaBusy, without taking the turn, if it is more
+        than max_wait away."""
         if self.interval <= 0:
             return
         delay = self._reserve()
@@ -158,8 +163,8 @@ class RequestSpacing:
         self.wait()
         yield
 
-    def _exhausted(self, wait: float) -> PsaRetryable:
-        return PsaRetryable(f"{self.label}: rate budget exhausted", retry_after=round(wait, 3))
+    def _exhausted(self, wait: float) -> PsaBusy:
+        return PsaBusy(f"{self.label}: rate budget exhausted", retry_after=round(wait, 3))
 
     def _reserve(self) -> float:
         if self._redis is not None:
