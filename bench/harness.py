@@ -93,7 +93,8 @@ def fresh_database(base_url: str, env: dict[str, str] | None = None):
     url = base.set(database=name).render_as_string(hide_password=False)
     try:
         subprocess.run([str(BIN / "flask"), "--app", "wsgi", "db", "upgrade"], cwd=CODE_ROOT,
-                       env={**os.environ, **(env or {}), "DATABASE_URL": url}, check=True,
+                       env={"SECRET_KEY": "bench-secret", **os.environ, **(env or {}),
+                            "DATABASE_URL": url}, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
         yield url
     finally:
