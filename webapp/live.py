@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -209,11 +210,20 @@ class _Channel:
 HUB_CLIENT_NAME = "escalations-live-hub"
 
 
+# A subscription is quiet between events; a connection silently dropped on the way (a NAT or
+# a load balancer forgetting it) is noticed by TCP keepalive within about a minute, and the
+# hub resubscribes and tells its streams to replay.
+HUB_KEEPALIVE = {option: value for option, value in (
+    (getattr(socket, "TCP_KEEPIDLE", None), 30), (getattr(socket, "TCP_KEEPINTVL", None), 10),
+    (getattr(socket, "TCP_KEEPCNT", None), 3)) if option is not None}
+
+
 def _hub_client(redis: Redis) -> Redis:
     """The app's Redis settings on a connection of the hub's own, named so operators (and
     tests) can tell the process's one subscription from other subscribers."""
     pool = redis.connection_pool
-    kwargs = {**pool.connection_kwargs, "client_name": HUB_CLIENT_NAME}
+    kwargs = {**pool.connection_kwargs, "client_name": HUB_CLIENT_NAME,
+              "socket_keepalive": True, "socket_keepalive_options": HUB_KEEPALIVE}
     return Redis(connection_pool=pool.__class__(connection_class=pool.connection_class,
                                                 max_connections=2, **kwargs))
 

@@ -149,3 +149,19 @@ def test_an_access_change_makes_open_streams_check_at_once(app, tenant):
             stream.close()
     assert len(calls) == 1 and calls[0] - started < 3, calls
     assert "access" not in "".join(rest)     # the notice never reaches the client
+
+
+def test_the_hubs_subscription_connection_has_tcp_keepalive(app):
+    import socket
+    with app.app_context():
+        client = live._hub_client(get_redis())
+        pubsub = client.pubsub()
+        try:
+            pubsub.subscribe("keepalive-probe")
+            assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+            sock = pubsub.connection._sock
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+        finally:
+            pubsub.close()
+            client.close()
