@@ -200,7 +200,7 @@ def test_requests_to_one_halo_are_about_a_second_apart(psa_server, psa_http):
     times = [r.time for r in psa_server.requests]
     assert len(times) == 4
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert all(0.9 <= gap <= 1.6 for gap in gaps), gaps
+    assert all(0.9 <= gap <= 2.5 for gap in gaps), gaps
 
 
 def test_workers_sharing_redis_share_the_token_and_the_spacing(psa_server, psa_http, psa_redis):
@@ -214,7 +214,10 @@ def test_workers_sharing_redis_share_the_token_and_the_spacing(psa_server, psa_h
     assert len(psa_server.requests_to("POST", TOKEN)) == 1
     times = [r.time for r in psa_server.requests]
     assert all(b - a >= 0.35 for a, b in zip(times, times[1:], strict=False)), times
-    assert list(psa_redis.client.scan_iter(match=f"psa:token:halopsa:{psa_server.url}:*"))
+    (cached,) = psa_redis.client.scan_iter(match=f"psa:token:halopsa:{psa_server.url}:*")
+    token = psa_server.requests_to("GET", "/api/Tickets/1001")[0].headers["authorization"]
+    sealed = psa_redis.client.get(cached)
+    assert token.removeprefix("Bearer ").encode() not in sealed   # sealed, not in the clear
 
 
 def test_a_turn_further_away_than_two_seconds_is_not_taken_and_ends_busy(

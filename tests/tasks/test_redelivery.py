@@ -148,6 +148,30 @@ def test_rows_that_keep_killing_workers_end_dead(app, app_env, client, tenant):
     assert all("gave up" in d["last_error"] for d in emails)
 
 
+def test_a_channel_with_a_smaller_budget_ends_dead_sooner(app, app_env, tenant):
+    """The assessment allows 3 attempts: 3 killed workers bury it, while an email row with
+    as many is handed back for another try."""
+    from tasks import assessment
+    handoff_id = undispatched_handoff(app_env, tenant)
+    budget = assessment.RETRY.max_attempts
+    assert budget < app.config["DELIVERY_MAX_ATTEMPTS"]
+    with app.app_context():
+        db.session.execute(db.update(Delivery).where(
+            Delivery.handoff_id == handoff_id, Delivery.channel.in_(("assessment", "email")),
+        ).values(status="sending", attempts=budget,
+                 lease_expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        maintenance.redeliver(utcnow())
+        rows = db.session.scalars(db.select(Delivery).where(
+            Delivery.handoff_id == handoff_id)).all()
+    by_channel = {}
+    for row in rows:
+        by_channel.setdefault(row.channel, set()).add(row.status)
+    assert by_channel["assessment"] == {"dead"}
+    assert by_channel["email"] <= {"pending", "sending", "sent", "skipped"}
+    assert "dead" not in by_channel["email"]
+
+
 def test_two_beats_never_run_the_same_job_at_once(app):
     held, release = threading.Event(), threading.Event()
 

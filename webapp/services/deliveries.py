@@ -220,11 +220,15 @@ def take_due(now, pending_grace: timedelta, limit: int = 1000) -> list[Delivery]
     return taken
 
 
-def bury_exhausted(now) -> int:
-    """Rows whose worker died on every attempt are `dead`, visible in the deliveries API."""
+def bury_exhausted(now, max_attempts: dict[str, int] | None = None) -> int:
+    """Rows whose worker died on every attempt are `dead`, visible in the deliveries API:
+    after DELIVERY_MAX_ATTEMPTS, or fewer where a channel's own policy allows fewer."""
+    cap = current_app.config["DELIVERY_MAX_ATTEMPTS"]
+    exhausted = or_(Delivery.attempts >= cap, *(
+        and_(Delivery.channel == channel, Delivery.attempts >= min(limit, cap))
+        for channel, limit in (max_attempts or {}).items()))
     result = db.session.execute(db.update(Delivery).where(
-        Delivery.status == "sending", Delivery.lease_expires_at < now,
-        Delivery.attempts >= current_app.config["DELIVERY_MAX_ATTEMPTS"],
+        Delivery.status == "sending", Delivery.lease_expires_at < now, exhausted,
     ).values(status="dead", lease_expires_at=None, updated_at=now,
              last_error="gave up: the worker stopped during every attempt"))
     db.session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import html
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import redis as redis_lib
+from cryptography.fernet import Fernet, InvalidToken
 
 from .base import (
     HttpPsaAdapter,
@@ -35,18 +37,27 @@ _local_tokens: dict[str, tuple[str, float]] = {}
 
 
 class TokenCache:
-    """Access tokens per Halo client, in Redis when given so every worker shares one."""
+    """Access tokens per Halo client, in Redis when given so every worker shares one. In
+    Redis a token is sealed (Fernet) under a key derived from the client's own credentials:
+    reading it takes what minting one takes anyway."""
 
-    def __init__(self, key: str, redis: redis_lib.Redis | None) -> None:
+    def __init__(self, key: str, redis: redis_lib.Redis | None, credentials: str = "") -> None:
         self.key = key
         self._redis = redis
+        material = hashlib.sha256(b"halopsa token cache\n" + credentials.encode()).digest()
+        self._seal = Fernet(base64.urlsafe_b64encode(material))
 
     def get(self) -> str | None:
         """The cached token, if it is still fresh."""
         if self._redis is not None:
             with contextlib.suppress(redis_lib.RedisError):
                 value = self._redis.get(self.key)
-                return value.decode() if isinstance(value, bytes) else value
+                if value is None:
+                    return None
+                try:
+                    return self._seal.decrypt(value).decode()
+                except InvalidToken:   # sealed by other credentials, or not sealed
+                    return None
         with _local_lock:
             token, expires = _local_tokens.get(self.key, ("", 0.0))
         return token if token and expires > time.monotonic() else None
@@ -57,7 +68,8 @@ class TokenCache:
             return
         if self._redis is not None:
             with contextlib.suppress(redis_lib.RedisError):
-                self._redis.set(self.key, token, px=int(ttl * 1000))
+                self._redis.set(self.key, self._seal.encrypt(token.encode()),
+                                px=int(ttl * 1000))
                 return
         with _local_lock:
             _local_tokens[self.key] = (token, time.monotonic() + ttl)
@@ -99,7 +111,8 @@ class HaloPsaAdapter(HttpPsaAdapter):
         self._outcome = (outcome if isinstance(outcome, str) else "").strip() or DEFAULT_OUTCOME
         identity = (self._base, self._tenant or "", self._client_id, self._client_secret)
         digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:32]
-        self._tokens = TokenCache(f"{TOKEN_PREFIX}{self._base}:{digest}", redis)
+        self._tokens = TokenCache(f"{TOKEN_PREFIX}{self._base}:{digest}", redis,
+                                  credentials="\n".join(identity))
         self._spacing = RequestSpacing(
             budget_key(self.provider, self._base),
             float(settings.get("min_interval", MIN_INTERVAL)),
