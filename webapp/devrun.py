@@ -47,8 +47,8 @@ def local_secret_key(path: Path) -> str:
     """A random SECRET_KEY for this checkout's local run, kept so tokens survive restarts."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 
@@ -65,7 +65,8 @@ def main() -> int:
     env.setdefault("PORT", "5000")
     env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{env['PORT']}")
     env.setdefault("HOST", "127.0.0.1")
-    env.setdefault("SECRET_KEY", local_secret_key(STATE / "secret-key"))
+    if not env.get("SECRET_KEY"):
+        env["SECRET_KEY"] = local_secret_key(STATE / "secret-key")
     env.setdefault("BEAT_SCHEDULE_FILE", str(STATE / "beat-schedule"))
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"

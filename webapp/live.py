@@ -348,6 +348,8 @@ class LiveHub:
             return
         try:
             fields = json.loads(raw)
+            if not isinstance(fields, dict):
+                raise TypeError("not an object")
             if fields.get("event") == ACCESS_CHANGED:
                 for subscription in subscriptions:
                     subscription.push(RECHECK)
@@ -419,12 +421,12 @@ class EventStream:
         last = self.start
         pending: list = [RESYNC]  # the first replay: what came after the start
         next_check = time.monotonic() + self.recheck_seconds
-        failed_checks = 0
+        failed_checks, told = 0, False
         try:
             while True:
                 for item in pending:
                     if item is RECHECK:
-                        next_check = 0.0
+                        next_check, told = 0.0, True
                     elif item is RESYNC:
                         for message in replay(self.hub.redis, self.account_id, last):
                             last = message.position
@@ -438,7 +440,13 @@ class EventStream:
                         log.info("live stream of account %s ended: token no longer valid",
                                  self.account_id)
                         return
-                    failed_checks = failed_checks + 1 if allowed is None else 0
+                    # only the stream's own schedule counts towards giving up: a burst of
+                    # logouts during a database hiccup must not end every stream
+                    if allowed:
+                        failed_checks = 0
+                    elif not told:
+                        failed_checks += 1
+                    told = False
                     if failed_checks >= RECHECK_FAILURES_TO_END:
                         log.warning("live stream of account %s ended: its token could not be "
                                     "checked %s times in a row", self.account_id, failed_checks)

@@ -19,6 +19,9 @@ from webapp.services import psa_settings
     "http://169.254.169.254/latest/meta-data/", "http://[::1]:5000/", "http://0.0.0.0/",
     "https://localhost/", "https://LOCALHOST./", "https://psa.localhost/",
     "http://100.64.0.1/", "http://[::ffff:127.0.0.1]/", "http://224.0.0.1/",
+    # IPv6 addresses that carry a private IPv4 one: NAT64, 6to4, Teredo
+    "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:7f00:1::1]/",
+    "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",
 ])
 def test_local_and_private_urls_are_refused_without_resolving(url):
     assert outbound.refusal_for_url(url)
@@ -26,7 +29,8 @@ def test_local_and_private_urls_are_refused_without_resolving(url):
 
 @pytest.mark.parametrize("url", [
     "https://na.myconnectwise.net/", "https://webservices2.autotask.net/atservicesrest/",
-    "https://8.8.8.8/", "https://msp.halopsa.com",
+    "https://8.8.8.8/", "https://msp.halopsa.com", "https://[2606:4700:4700::1111]/",
+    "https://[64:ff9b::808:808]/",
 ])
 def test_public_urls_and_names_pass_the_static_check(url):
     assert outbound.refusal_for_url(url) is None

@@ -165,3 +165,27 @@ def test_the_hubs_subscription_connection_has_tcp_keepalive(app):
         finally:
             pubsub.close()
             client.close()
+
+
+def test_checks_asked_for_by_logouts_do_not_count_towards_ending_a_stream(app, tenant):
+    """A burst of logouts while Postgres hiccups must not end every stream of the account."""
+    from webapp.api.stream import bp as stream_bp
+    calls = []
+
+    def still_allowed():
+        calls.append(time.monotonic())
+        return None                      # the database cannot say
+
+    with app.app_context():
+        # on its own schedule the stream would check only after 6 s
+        stream = stream_bp.messages(tenant.account_id, None, keepalive_seconds=2,
+                                    still_allowed=still_allowed)
+        frames = iter(stream)
+        try:
+            assert next(frames).startswith("event:ready")
+            for told in range(1, 5):
+                live.announce_access_change(tenant.account_id)
+                assert next(frames) == live.KEEPALIVE       # checked, and still streaming
+                assert len(calls) == told
+        finally:
+            stream.close()

@@ -317,6 +317,39 @@ def test_a_burst_beyond_the_halo_budget_is_deferred_instead_of_held_in_worker_th
     assert len(psa_server.notes("1001")) == 1 + len(sent)
 
 
+def test_pushes_turned_away_by_the_budget_come_back_spread_by_their_number(
+        app, app_env, tenant, offline_client, psa_server, configure):
+    """Six pushes already set aside: the next one turned away comes back after the time
+    those six need, not a few seconds later with all of them."""
+    from webapp.integrations.psa.base import base_url
+    from webapp.integrations.psa.limits import RequestSpacing, budget_key
+    from webapp.redis_client import get_redis
+    configure("halopsa")
+    pushing = pusher(app_env)
+    waiting = [psa_row(app, offline_handoff(offline_client, tenant)).id for _ in range(6)]
+    later = utcnow() + timedelta(seconds=60)
+    with app.app_context():
+        db.session.execute(db.update(Delivery).where(Delivery.id.in_(waiting))
+                           .values(next_attempt_at=later))
+        db.session.commit()
+        # Halo's one-a-second budget, booked 3 s ahead by other workers
+        spacing = RequestSpacing(budget_key("halopsa", base_url(psa_server.url, "base_url",
+                                                                "halopsa")),
+                                 1.0, redis=get_redis(), max_wait=30)
+        for _ in range(4):
+            spacing._reserve()
+    handoff_id = offline_handoff(offline_client, tenant)
+    started = utcnow()
+    push(pushing, psa_row(app, handoff_id).id)
+    row = psa_row(app, handoff_id)
+    assert_deferred(row)
+    delay = (row.next_attempt_at - started).total_seconds()
+    # six set aside before it and itself, 2 s of budget each, times a jitter of 0.5 to 1
+    spread = 7 * psa_push.BUSY_SPREAD_SECONDS
+    assert 0.5 * spread - 1 <= delay <= spread + 1, delay
+    assert psa_server.notes("1001") == []
+
+
 def test_the_push_waits_while_the_assessment_failed_but_will_be_retried(
         app, app_env, tenant, offline_client, psa_server, configure):
     configure("connectwise")

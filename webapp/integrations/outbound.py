@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
+import threading
 import typing
 from urllib.parse import urlsplit
 
@@ -27,10 +29,21 @@ class RefusedAddress(httpcore.ConnectError):
     not (it would tell a tenant admin what internal names resolve to)."""
 
 
+NAT64_PREFIXES = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
 def is_public(address: str) -> bool:
+    """A globally reachable unicast address; an IPv6 address that carries an IPv4 one
+    (mapped, NAT64, 6to4, Teredo) is public only if that one is too."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        carried = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+        if any(ip in prefix for prefix in NAT64_PREFIXES):
+            carried.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(inner is not None and not is_public(str(inner)) for inner in carried):
+            return False
+        if ip.ipv4_mapped is not None:
+            return True
     return ip.is_global and not ip.is_multicast
 
 
@@ -81,15 +94,31 @@ def is_refusal(error: BaseException) -> bool:
     return False
 
 
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def ssl_context() -> ssl.SSLContext:
+    """One verifying context per process (loading the CA bundle takes tens of milliseconds);
+    SSL_CERT_FILE / SSL_CERT_DIR are honoured."""
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = httpx.create_ssl_context(trust_env=True)
+        return _ssl_context
+
+
 class PublicOnlyTransport(httpx.HTTPTransport):
     """httpx's own transport, with its connection pool on the checking backend."""
 
     def __init__(self) -> None:
-        super().__init__(trust_env=False)   # proxies from the environment would skip the check
+        context = ssl_context()
+        # trust_env=False: proxies from the environment would skip the check
+        super().__init__(verify=context, trust_env=False)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20,
                               keepalive_expiry=5.0)   # httpx's defaults
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -99,5 +128,5 @@ class PublicOnlyTransport(httpx.HTTPTransport):
 def client(allow_private: bool) -> httpx.Client:
     """An httpx client for tenant-chosen URLs: public addresses only unless allowed."""
     if allow_private:
-        return httpx.Client()
+        return httpx.Client(verify=ssl_context())
     return httpx.Client(transport=PublicOnlyTransport(), trust_env=False)

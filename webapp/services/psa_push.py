@@ -1,9 +1,11 @@
 """The escalation note on the client's PSA ticket, written exactly once."""
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
 from flask import current_app
+from sqlalchemy import func
 
 from webapp.extensions import db
 from webapp.integrations import outbound
@@ -22,6 +24,8 @@ from webapp.services import psa_settings
 from webapp.services.deliveries import Defer, Permanent, Retryable, Skip
 
 ASSESSMENT_POLL_SECONDS = 5.0
+BUSY_SPREAD_SECONDS = 2.0
+BUSY_DELAY_CAP_SECONDS = 900.0
 
 
 def compose_note(handoff: Handoff) -> str:
@@ -78,6 +82,17 @@ def _assessment_settled(handoff: Handoff) -> bool:
         status == "failed" and next_attempt_at is None)
 
 
+def _busy_delay(account_id: int, retry_after: float | None) -> float:
+    """When a push turned away by the PSA's budget comes back. Each push set aside before it
+    needs about BUSY_SPREAD_SECONDS of the budget, so the delay grows with their number:
+    a burst drains in one pass instead of coming back together every few seconds."""
+    waiting = db.session.scalar(db.select(func.count(Delivery.id)).where(
+        Delivery.account_id == account_id, Delivery.channel == "psa",
+        Delivery.status == "pending", Delivery.next_attempt_at > utcnow()))
+    spread = random.uniform(0.5, 1.0) * (waiting + 1) * BUSY_SPREAD_SECONDS
+    return min(max(retry_after or 0.0, spread), BUSY_DELAY_CAP_SECONDS)
+
+
 def _may_have_posted(row: Delivery) -> bool:
     """An earlier attempt (before a retry, or before an admin's re-queue, which resets the
     count but keeps the last error) may have written the note: look for it first."""
@@ -105,14 +120,13 @@ def push_note(row: Delivery) -> str:
         db.session.refresh(handoff)   # it may have landed since the handoff was read
     provider, settings = config
     try:
-        http = outbound.client(current_app.config["PSA_ALLOW_PRIVATE_ADDRESSES"])
-        adapter = build_adapter(provider, settings, http=http, redis=get_redis(),
-                                timeout=current_app.config["PSA_TIMEOUT"])
-        with http, adapter:
+        with outbound.client(current_app.config["PSA_ALLOW_PRIVATE_ADDRESSES"]) as http, \
+                build_adapter(provider, settings, http=http, redis=get_redis(),
+                              timeout=current_app.config["PSA_TIMEOUT"]) as adapter:
             return write_note_once(adapter, str(ticket_id), note_marker(handoff.id),
                                    compose_note(handoff), check_first=_may_have_posted(row))
     except PsaBusy as busy:   # nothing was sent: come back when the PSA has a turn
-        raise Defer(busy.retry_after, busy.reason) from busy
+        raise Defer(_busy_delay(handoff.account_id, busy.retry_after), busy.reason) from busy
     except PsaRetryable as error:
         raise Retryable(error.reason, error.retry_after) from error
     except PsaPermanent as error:

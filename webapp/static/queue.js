@@ -10,7 +10,7 @@
   const PAGE_SIZE = 25;
   const MAX_PAGE = 100;
   const POLL_MS = 15000;
-  const RECONCILE_MS = 60000;
+  const RECONCILE_MS = 45000; // shorter than STREAM_IDLE_MS: a live stream re-reads too
   const BACKOFF_BASE_MS = 1000;
   const BACKOFF_CAP_MS = 10000;
   // The server sends a keepalive at least every 25 s; silence for longer means a dead link.
@@ -446,7 +446,7 @@
         announce("Live updates restored.");
       }
       // Replay brings what was missed while away; a fresh read of the queue as well, now and
-      // every minute while live, brings what no event carried (one the server could not
+      // every 45 s while live, brings what no event carried (one the server could not
       // publish while Redis was unavailable, or anything before the first connection).
       loadFirstPage();
       clearInterval(state.pollTimer);
