@@ -215,3 +215,21 @@ def test_concurrent_beat_runs_enqueue_each_due_row_once(app, app_env, tenant):
     assert len(results) == 4
     assert sum(r for r in results if r > 0) == 4     # assessment, PSA, two emails: once each
     assert all(r in (-1, 0, 4) for r in results)
+
+
+def test_a_long_waiting_pending_row_is_handed_back_less_and_less_often(app, app_env, tenant):
+    """A backlog in the queue: beat does not add a copy of every waiting row each minute."""
+    handoff_id = undispatched_handoff(app_env, tenant)
+    now = utcnow()
+    # the broker is unreachable throughout, so no worker touches the rows meanwhile
+    beat = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
+                                 CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
+    with beat.app_context():
+        db.session.execute(db.update(Delivery).where(Delivery.handoff_id == handoff_id)
+                           .values(created_at=now - timedelta(minutes=10),
+                                   next_attempt_at=now - timedelta(minutes=10)))
+        db.session.commit()
+        assert maintenance.redeliver(now) == 4
+        for minute in range(1, 10):       # the next nine beat runs leave them alone
+            assert maintenance.redeliver(now + timedelta(minutes=minute)) == 0, minute
+        assert maintenance.redeliver(now + timedelta(minutes=11, seconds=1)) == 4

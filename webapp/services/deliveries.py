@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, case, func, or_
 
 from webapp.errors import ApiError, not_found
 from webapp.extensions import db
@@ -203,17 +203,26 @@ def drive(task_name: str, delivery_id: int, side_effect: Callable[[Delivery], st
         enqueue(task_name, delivery_id, countdown=retry_in)
 
 
+# a pending row handed back again and again (its messages wait in a long queue, or keep
+# getting lost) is handed back less and less often: after as long again as it has waited
+REHAND_PENDING_AT_MOST_EVERY = timedelta(hours=1)
+
+
 def take_due(now, pending_grace: timedelta, limit: int = 1000) -> list[Delivery]:
     """Rows whose time has come: failed and due, pending and forgotten (lost enqueue), or
-    sending with an expired lease (the worker died). Each is handed back as `pending`, due
-    now, so its task can take it and the next beat run leaves it alone for a grace period."""
+    sending with an expired lease (the worker died). Each is handed back as `pending`, so its
+    task can take it; the next beat runs leave it alone for a grace period, and a row that
+    was pending already for as long again as it has waited, so a backlog in the queue does
+    not grow by a copy of every waiting row each run."""
     due = db.select(Delivery.id).where(or_(
         and_(Delivery.status == "failed", Delivery.next_attempt_at <= now),
         and_(Delivery.status == "pending", Delivery.next_attempt_at <= now - pending_grace),
         and_(Delivery.status == "sending", Delivery.lease_expires_at < now),
     )).order_by(Delivery.next_attempt_at.nulls_first(), Delivery.id).limit(limit)
+    next_attempt_at = case((Delivery.status == "pending", func.least(
+        now + (now - Delivery.created_at), now + REHAND_PENDING_AT_MOST_EVERY)), else_=now)
     taken = db.session.execute(db.update(Delivery).where(Delivery.id.in_(due.scalar_subquery()))
-                               .values(status="pending", next_attempt_at=now,
+                               .values(status="pending", next_attempt_at=next_attempt_at,
                                        lease_expires_at=None, updated_at=now)
                                .returning(Delivery.id, Delivery.channel)).all()
     db.session.commit()
