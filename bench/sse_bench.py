@@ -20,25 +20,21 @@ import json
 import os
 import platform
 import resource
-import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import redis as redis_lib
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from webapp.config import psycopg2_url  # noqa: E402
+from harness import fresh_database, redis_db  # noqa: E402  (bench/ is this script's path)
+
 from webapp.embedded import ensure_services, free_port  # noqa: E402
 
 STREAM_PATH = "/api/v1/ai-sessions/escalations/stream"
@@ -67,44 +63,9 @@ def summary_ms(values: list[float]) -> dict:
 
 # ---- the world: a database, a Redis db, accounts, one gunicorn --------------------------------
 
-@contextmanager
-def fresh_database(base_url: str):
-    base = make_url(psycopg2_url(base_url))
-    name = f"esc_bench_{secrets.token_hex(4)}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@contextmanager
-def free_redis_db(base_url: str):
-    """A logical database nobody else uses (the test suite takes them the same way)."""
-    base = base_url.rsplit("/", 1)[0]
-    control = redis_lib.Redis.from_url(base + "/0")
-    for index in range(1, 16):
-        lock = f"esc:test-db-lock:{index}"
-        if control.set(lock, f"bench-{os.getpid()}", nx=True, ex=3600):
-            url = f"{base}/{index}"
-            redis_lib.Redis.from_url(url).flushdb()
-            try:
-                yield url
-            finally:
-                redis_lib.Redis.from_url(url).flushdb()
-                control.delete(lock)
-            return
-    raise RuntimeError("no free Redis logical database")
-
 
 def make_accounts(env: dict[str, str], count: int) -> list[dict]:
-    """Migrate, then create accounts each with an engineer (who posts and streams)."""
-    from flask_migrate import upgrade
-
+    """Accounts each with an engineer (who posts and streams), in a migrated database."""
     from webapp import create_app
     from webapp.auth import hash_password, issue_token
     from webapp.config import Config
@@ -114,7 +75,6 @@ def make_accounts(env: dict[str, str], count: int) -> list[dict]:
     app = create_app(Config.from_env(env=env))
     accounts = []
     with app.app_context():
-        upgrade()
         password_hash = hash_password("bench-password")
         for number in range(count):
             account = Account(name=f"Bench MSP {number}")
@@ -314,7 +274,7 @@ def main() -> None:
     fd_limit = raise_fd_limit(2 * args.subscribers + 1024)
     services = ensure_services(ROOT / ".local" / "bench-services")
     with fresh_database(services["DATABASE_URL"]) as database_url, \
-            free_redis_db(services["REDIS_URL"]) as redis_url:
+            redis_db(services["REDIS_URL"]) as redis_url:
         env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url,
                "CELERY_BROKER_URL": redis_url, "SECRET_KEY": "bench-secret",
                "PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192"}
