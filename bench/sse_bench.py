@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import fresh_database, redis_db  # noqa: E402  (bench/ is this script's path)
+from harness import children_of, fresh_database, redis_db  # noqa: E402  (bench/ is this script's path)
 
 from webapp.embedded import ensure_services, free_port  # noqa: E402
 
@@ -113,15 +113,10 @@ class Gunicorn:
         raise RuntimeError("gunicorn did not start")
 
     def worker_pid(self) -> int:
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                    return int(entry.name)
-        raise RuntimeError("no gunicorn worker process")
+        workers = children_of(self.process.pid)
+        if not workers:
+            raise RuntimeError("no gunicorn worker process")
+        return workers[0]
 
     def worker_rss_kib(self) -> int:
         status = Path(f"/proc/{self.worker_pid()}/status").read_text()

@@ -105,16 +105,22 @@ def test_a_broker_that_failed_moments_ago_does_not_silence_live_events(app, tena
             breaker(url, "broker").open_until = 0.0
 
 
+def token_check_answering(*answers):
+    """A stream's token check that gives these answers in turn (True, False, or None: could
+    not tell), and the moments it was called."""
+    calls, pending = [], iter(answers)
+
+    def still_allowed():
+        calls.append(time.monotonic())
+        return next(pending)
+    return calls, still_allowed
+
+
 def test_a_stream_whose_token_cannot_be_checked_ends_after_a_few_tries(app, tenant):
     """Postgres down for long: the stream ends (fail closed) instead of streaming forever
     to a token nobody can check; a single failed check does not end it."""
     from webapp.api.stream import bp as stream_bp
-    answers = iter([None, True, None, None, None])
-    calls = []
-
-    def still_allowed():
-        calls.append(time.monotonic())
-        return next(answers)
+    calls, still_allowed = token_check_answering(None, True, None, None, None)
 
     with app.app_context():
         stream = stream_bp.messages(tenant.account_id, None, keepalive_seconds=0.1,
@@ -129,11 +135,7 @@ def test_a_stream_whose_token_cannot_be_checked_ends_after_a_few_tries(app, tena
 
 def test_an_access_change_makes_open_streams_check_at_once(app, tenant):
     from webapp.api.stream import bp as stream_bp
-    calls = []
-
-    def still_allowed():
-        calls.append(time.monotonic())
-        return False
+    calls, still_allowed = token_check_answering(False)
 
     with app.app_context():
         # on its own schedule the stream would check after 3 keepalive intervals: 6 s
@@ -170,11 +172,7 @@ def test_the_hubs_subscription_connection_has_tcp_keepalive(app):
 def test_checks_asked_for_by_logouts_do_not_count_towards_ending_a_stream(app, tenant):
     """A burst of logouts while Postgres hiccups must not end every stream of the account."""
     from webapp.api.stream import bp as stream_bp
-    calls = []
-
-    def still_allowed():
-        calls.append(time.monotonic())
-        return None                      # the database cannot say
+    calls, still_allowed = token_check_answering(*[None] * 10)   # the database cannot say
 
     with app.app_context():
         # on its own schedule the stream would check only after 9 s; a keepalive every 1.5 s

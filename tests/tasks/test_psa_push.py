@@ -280,6 +280,16 @@ def set_assessment(app, handoff_id: int, **values) -> None:
         db.session.commit()
 
 
+def handoff_with_a_retrying_assessment(app, offline_client, tenant) -> tuple[int, int]:
+    """An escalation whose AI assessment failed and will be tried again in 30 s; its handoff
+    and PSA row ids."""
+    handoff_id = offline_handoff(offline_client, tenant)
+    set_assessment(app, handoff_id, status="failed", attempts=1,
+                   last_error="AI provider: timed out",
+                   next_attempt_at=utcnow() + timedelta(seconds=30))
+    return handoff_id, psa_row(app, handoff_id).id
+
+
 def assert_deferred(row) -> None:
     """Put back for later without counting an attempt."""
     assert (row.status, row.attempts) == ("pending", 0), (row.status, row.last_error)
@@ -354,11 +364,7 @@ def test_the_push_waits_while_the_assessment_failed_but_will_be_retried(
         app, app_env, tenant, offline_client, psa_server, configure):
     configure("connectwise")
     pushing = pusher(app_env, wait_for_assessment=60)
-    handoff_id = offline_handoff(offline_client, tenant)
-    set_assessment(app, handoff_id, status="failed", attempts=1,
-                   last_error="AI provider: timed out",
-                   next_attempt_at=utcnow() + timedelta(seconds=30))
-    row_id = psa_row(app, handoff_id).id
+    handoff_id, row_id = handoff_with_a_retrying_assessment(app, offline_client, tenant)
 
     push(pushing, row_id)
 
@@ -376,11 +382,7 @@ def test_the_push_stops_waiting_for_a_retrying_assessment_after_the_configured_w
         app, app_env, tenant, offline_client, psa_server, configure):
     configure("connectwise")
     pushing = pusher(app_env, wait_for_assessment=1)
-    handoff_id = offline_handoff(offline_client, tenant)
-    set_assessment(app, handoff_id, status="failed", attempts=1,
-                   last_error="AI provider: timed out",
-                   next_attempt_at=utcnow() + timedelta(seconds=30))
-    row_id = psa_row(app, handoff_id).id
+    handoff_id, row_id = handoff_with_a_retrying_assessment(app, offline_client, tenant)
     push(pushing, row_id)
     assert_deferred(psa_row(app, handoff_id))
     with app.app_context():
