@@ -26,6 +26,16 @@ def psa_server() -> Iterator[PsaServer]:
         yield server
 
 
+@pytest.fixture(autouse=True)
+def no_halo_token_from_an_earlier_server():
+    """A PSA server of an earlier test may have had this one's port: a Halo token the process
+    cached for that one would be stale here (a 401 on the first request), and would change
+    what a fault injected on that request means."""
+    from webapp.integrations.psa import halopsa
+    with halopsa._local_lock:
+        halopsa._local_tokens.clear()
+
+
 @pytest.fixture
 def psa_http() -> Iterator[httpx.Client]:
     """An HTTP client that ignores proxy settings and refuses any non-loopback request."""
