@@ -85,7 +85,7 @@ def app_env(database_url, redis_url, smtp_server) -> dict[str, str]:
 def app_config(env: dict[str, str], **overrides) -> dict:
     """Flask config for a test app built from the same environment as the worker's."""
     from webapp.config import Config
-    return {**Config.from_env(env=env), "TESTING": True, **overrides}
+    return Config.from_env(overrides={"TESTING": True, **overrides}, env=env)
 
 
 @pytest.fixture(scope="session")

@@ -88,9 +88,14 @@ class Config:
             "MAX_TASK_COUNTDOWN_SECONDS": env_int("MAX_TASK_COUNTDOWN_SECONDS", 1800, env),
             "PSA_WAIT_FOR_ASSESSMENT_SECONDS": env_int("PSA_WAIT_FOR_ASSESSMENT_SECONDS", 60, env),
             "PSA_TIMEOUT": env_float("PSA_TIMEOUT", 10.0, env),
-            # PSA URLs are typed by account admins: loopback and private ranges are refused
-            # unless the operator runs its PSAs there (or in tests and drills)
-            "PSA_ALLOW_PRIVATE_ADDRESSES": env_bool("PSA_ALLOW_PRIVATE_ADDRESSES", False, env),
+            # every URL a tenant types (PSA, chat webhook) and the AI server: loopback and
+            # private ranges are refused unless the operator runs them there (or in tests and
+            # drills); PSA_ALLOW_PRIVATE_ADDRESSES is the older name of the same switch
+            "ALLOW_PRIVATE_ADDRESSES": env_bool("ALLOW_PRIVATE_ADDRESSES", env_bool(
+                "PSA_ALLOW_PRIVATE_ADDRESSES", False, env), env),
+            # the answer to any outbound call is read up to this many bytes, then abandoned
+            "OUTBOUND_MAX_RESPONSE_BYTES": env_int("OUTBOUND_MAX_RESPONSE_BYTES",
+                                                   4 * 1024 * 1024, env),
             "SSE_KEEPALIVE_SECONDS": env_float("SSE_KEEPALIVE_SECONDS", 20.0, env),
             "SSE_REPLAY_MAXLEN": env_int("SSE_REPLAY_MAXLEN", 10000, env),
             "SSE_REPLAY_MAX_AGE_SECONDS": env_int("SSE_REPLAY_MAX_AGE_SECONDS", 86400, env),
@@ -108,5 +113,9 @@ class Config:
         }
         if overrides:
             settings.update(overrides)
+            if "ALLOW_PRIVATE_ADDRESSES" not in overrides and \
+                    "PSA_ALLOW_PRIVATE_ADDRESSES" in overrides:
+                settings["ALLOW_PRIVATE_ADDRESSES"] = bool(overrides["PSA_ALLOW_PRIVATE_ADDRESSES"])
+        settings["PSA_ALLOW_PRIVATE_ADDRESSES"] = settings["ALLOW_PRIVATE_ADDRESSES"]
         settings["SQLALCHEMY_DATABASE_URI"] = psycopg2_url(settings["SQLALCHEMY_DATABASE_URI"])
         return settings

@@ -259,9 +259,12 @@ def test_bad_settings_are_permanent_and_name_no_values(psa_http):
 
 
 def test_adapter_without_a_given_client_opens_and_closes_its_own(psa_server):
-    with adapter(psa_server, None) as psa:
-        assert psa.get_ticket("1002")["id"] == 1002
+    """Its own client reaches public addresses only: the loopback server is refused."""
+    with adapter(psa_server, None) as psa, pytest.raises(PsaPermanent) as caught:
+        psa.get_ticket("1002")
     assert psa._http.is_closed
+    assert "https" in caught.value.reason or "not a public address" in caught.value.reason
+    assert psa_server.requests == []
 
 
 def test_answer_lost_on_a_read_is_plainly_retryable(psa_server, psa_http):

@@ -67,7 +67,8 @@ class Fault:
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
-    action: str | None = None  # "accept_then_drop", "drop", "auth_500"
+    # "accept_then_drop", "drop", "auth_500", "trickle" (one byte every `delay` s), "huge"
+    action: str | None = None
     delay: float = 0.0
     times: int = 1
 
@@ -298,6 +299,11 @@ class PsaServer:
         try:
             if fault is not None and fault.action == "drop":
                 return self._drop(h)
+            if fault is not None and fault.action == "trickle":
+                return self._trickle(h, fault.delay or 2.0)
+            if fault is not None and fault.action == "huge":
+                leave()
+                return self._answer(h, 200, b"[" + b" " * (16 * 1024 * 1024) + b"]", {})
             if fault is not None and (fault.status is not None or fault.action == "auth_500"):
                 time.sleep(fault.delay)
                 status = 500 if fault.action == "auth_500" else fault.status
@@ -318,6 +324,20 @@ class PsaServer:
             self._answer(h, status, payload, headers)
         finally:
             leave()
+
+    def _trickle(self, h: _Handler, every: float) -> None:
+        """Accept, then send the answer one byte every `every` seconds, for ten minutes or
+        until the client goes away or the server stops."""
+        h.close_connection = True
+        answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"X-Slow: 1\r\n" * 400
+        ends = time.monotonic() + 600
+        with contextlib.suppress(OSError):
+            for byte in answer:
+                if self._http is None or time.monotonic() > ends:
+                    return
+                h.wfile.write(bytes([byte]))
+                h.wfile.flush()
+                time.sleep(every)
 
     @staticmethod
     def _drop(h: _Handler) -> None:

@@ -66,7 +66,7 @@ class PsaSettingsSchema(StrictSchema):
                   for name in self.REQUIRED[provider] if not data.get(name)}
         errors.update({name: [f"Not a {provider} setting."]
                        for name in data if name not in allowed})
-        if not current_app.config["PSA_ALLOW_PRIVATE_ADDRESSES"]:
+        if not current_app.config["ALLOW_PRIVATE_ADDRESSES"]:
             for name in URL_FIELDS:
                 reason = data.get(name) and outbound.refusal_for_url(data[name])
                 if reason and name not in errors:

@@ -1,4 +1,10 @@
-"""HTTP clients for addresses a tenant chose: a PSA URL, or a zone its PSA points at.
+"""HTTP clients for addresses a tenant chose: a PSA URL, a zone its PSA points at, an AI server.
+
+Every request made through `send` has a wall-clock deadline for the whole exchange (connect,
+TLS, request, headers and body) and a cap on the bytes of its answer: httpx's timeouts apply
+per read, so a server that trickles one byte every few seconds would otherwise hold a worker
+thread for ever. The deadline is enforced on the socket itself (each read and write waits at
+most for what is left of it), and the body is streamed and abandoned past the cap.
 
 An account admin types the PSA's URL, and Autotask's zone lookup answers with another one; a
 worker then connects wherever they point. Unless the operator allows it
@@ -10,10 +16,13 @@ slip through. TLS still verifies the certificate against the host name.
 """
 from __future__ import annotations
 
+import contextvars
 import ipaddress
+import math
 import socket
 import ssl
 import threading
+import time
 import typing
 from urllib.parse import urlsplit
 
@@ -47,10 +56,18 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+class PlainHttpRefused(httpx.UnsupportedProtocol):
+    """An http:// URL while private addresses are refused: credentials and notes would cross
+    the internet unencrypted."""
+
+
 def refusal_for_url(url: str) -> str | None:
-    """Why a URL can never be reached when private addresses are refused (its host is a
-    private address or a local name), without resolving anything; None if it may be."""
-    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    """Why a URL can never be reached when private addresses are refused (plain http, a host
+    that is a private address or a local name), without resolving anything; None if it may
+    be."""
+    if "://" in url and urlsplit(url).scheme.lower() == "http":
+        return "the URL must use https"
+    host = (urlsplit(url if "://" in url else "https://" + url).hostname or "").rstrip(".").lower()
     if not host:
         return "the URL has no host"
     if host in LOCAL_NAMES or host.endswith(".localhost"):
@@ -62,7 +79,67 @@ def refusal_for_url(url: str) -> str | None:
     return None if public else f"{host} is not a public address"
 
 
-class PublicOnlyBackend(httpcore.SyncBackend):
+# the monotonic time by which the request in progress on this thread must be over
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "outbound_deadline", default=None)
+
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """The whole exchange took longer than its deadline."""
+
+
+class ResponseTooLarge(httpx.RequestError):
+    """The answer's body is larger than the cap; it was not read past it."""
+
+
+def _clamp(timeout: float | None) -> float | None:
+    """The socket timeout for one operation: never past the request's deadline."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the request's deadline has passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every read and write ends by the request's deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _clamp(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _clamp(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return DeadlineStream(self._stream.start_tls(ssl_context, server_hostname,
+                                                     _clamp(timeout)))
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._stream.get_extra_info(info)
+
+
+class DeadlineBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, each operation bounded by the request's deadline."""
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:
+        return DeadlineStream(super().connect_tcp(host, port, _clamp(timeout), local_address,
+                                                  socket_options))
+
+
+class PublicOnlyBackend(DeadlineBackend):
     """Resolves the host itself, refuses non-public addresses, connects to a checked one."""
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
@@ -108,10 +185,11 @@ def ssl_context() -> ssl.SSLContext:
         return _ssl_context
 
 
-class PublicOnlyTransport(httpx.HTTPTransport):
-    """httpx's own transport, with its connection pool on the checking backend."""
+class OutboundTransport(httpx.HTTPTransport):
+    """httpx's own transport, with its connection pool on a deadline-bounded backend that
+    checks addresses unless private ones are allowed."""
 
-    def __init__(self) -> None:
+    def __init__(self, allow_private: bool = False) -> None:
         context = ssl_context()
         # trust_env=False: proxies from the environment would skip the check
         super().__init__(verify=context, trust_env=False)
@@ -122,11 +200,51 @@ class PublicOnlyTransport(httpx.HTTPTransport):
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=PublicOnlyBackend())
+            network_backend=DeadlineBackend() if allow_private else PublicOnlyBackend())
+        self._allow_private = allow_private
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not self._allow_private and request.url.scheme != "https":
+            raise PlainHttpRefused("only https URLs may be reached", request=request)
+        return super().handle_request(request)
 
 
 def client(allow_private: bool) -> httpx.Client:
-    """An httpx client for tenant-chosen URLs: public addresses only unless allowed."""
-    if allow_private:
-        return httpx.Client(verify=ssl_context())
-    return httpx.Client(transport=PublicOnlyTransport(), trust_env=False)
+    """An httpx client for tenant-chosen URLs: public addresses only unless allowed; every
+    connection it opens honours the deadline of `send`."""
+    return httpx.Client(transport=OutboundTransport(allow_private), trust_env=False)
+
+
+def send(http: httpx.Client, method: str, url: str, *, deadline: float,
+         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, **kwargs: typing.Any) -> httpx.Response:
+    """One request, over within `deadline` seconds and answered in at most `max_bytes`, or
+    DeadlineExceeded / ResponseTooLarge (both httpx.RequestErrors). The answer comes back
+    fully read."""
+    if not math.isfinite(deadline) or deadline <= 0:
+        raise ValueError("deadline must be a positive number of seconds")
+    ends = time.monotonic() + deadline
+    token = _deadline.set(ends)
+    try:
+        with http.stream(method, url, **kwargs) as response:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ResponseTooLarge(f"the answer is larger than {max_bytes} bytes",
+                                           request=response.request)
+                chunks.append(chunk)
+                if time.monotonic() > ends:   # a client whose sockets don't know the deadline
+                    raise DeadlineExceeded(f"no complete answer within {deadline:g}s",
+                                           request=response.request)
+            headers = response.headers.copy()
+            headers.pop("content-encoding", None)   # the chunks are decoded already
+            return httpx.Response(response.status_code, headers=headers,
+                                  content=b"".join(chunks), request=response.request,
+                                  extensions={"http_version": response.http_version.encode()})
+    except httpx.TimeoutException as error:
+        if time.monotonic() >= ends - 0.05 and not isinstance(error, DeadlineExceeded):
+            raise DeadlineExceeded(f"no complete answer within {deadline:g}s",
+                                   request=error.request) from error
+        raise
+    finally:
+        _deadline.reset(token)

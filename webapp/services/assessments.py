@@ -20,7 +20,8 @@ def provider_from_config() -> AssessmentProvider:
     config = current_app.config
     return build_provider(config["AI_PROVIDER"], base_url=config["AI_BASE_URL"],
                           api_key=config["AI_API_KEY"], model=config["AI_MODEL"],
-                          timeout=config["AI_TIMEOUT"])
+                          timeout=config["AI_TIMEOUT"],
+                          allow_private=config["ALLOW_PRIVATE_ADDRESSES"])
 
 
 def case_of(handoff: Handoff) -> dict:

@@ -120,7 +120,7 @@ def push_note(row: Delivery) -> str:
         db.session.refresh(handoff)   # it may have landed since the handoff was read
     provider, settings = config
     try:
-        with outbound.client(current_app.config["PSA_ALLOW_PRIVATE_ADDRESSES"]) as http, \
+        with outbound.client(current_app.config["ALLOW_PRIVATE_ADDRESSES"]) as http, \
                 build_adapter(provider, settings, http=http, redis=get_redis(),
                               timeout=current_app.config["PSA_TIMEOUT"]) as adapter:
             return write_note_once(adapter, str(ticket_id), note_marker(handoff.id),

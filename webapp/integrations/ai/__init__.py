@@ -40,6 +40,7 @@ def build_provider(
     model: str | None = None,
     timeout: float = 20.0,
     http: httpx.Client | None = None,
+    allow_private: bool = False,
 ) -> AssessmentProvider:
     """The provider AI_PROVIDER names, configured; AiPermanent when it cannot work."""
     choice = (name or "heuristic").strip().lower()
@@ -61,5 +62,6 @@ def build_provider(
     if not timeout or timeout <= 0:
         raise AiPermanent("the AI provider timeout must be a positive number of seconds")
     return OpenAICompatProvider(
-        base_url=base_url, model=model, api_key=api_key, timeout=timeout, http=http
+        base_url=base_url, model=model, api_key=api_key, timeout=timeout, http=http,
+        allow_private=allow_private,
     )

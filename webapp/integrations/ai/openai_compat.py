@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from webapp.integrations import outbound
 from webapp.integrations.ai.base import (
     AiInvalidOutput,
     AiPermanent,
@@ -58,8 +59,14 @@ class OpenAICompatProvider(AssessmentProvider):
         api_key: str | None = None,
         timeout: float = 20.0,
         http: httpx.Client | None = None,
+        allow_private: bool = False,
+        max_response_bytes: int = outbound.DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._allow_private = allow_private
+        self._max_bytes = max_response_bytes
+        # `timeout` bounds the whole request, first byte to last, not each read
+        self._deadline = timeout
         self.model = model
         self._api_key = api_key or None
         self._timeout = httpx.Timeout(timeout)
@@ -85,22 +92,35 @@ class OpenAICompatProvider(AssessmentProvider):
         headers = {"Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
+        http = self._http if self._http is not None else outbound.client(self._allow_private)
         try:
-            if self._http is not None:
-                return self._http.post(url, json=payload, headers=headers, timeout=self._timeout)
-            with httpx.Client(timeout=self._timeout) as http:
-                return http.post(url, json=payload, headers=headers)
+            return outbound.send(http, "POST", url, deadline=self._deadline,
+                                 max_bytes=self._max_bytes, json=payload, headers=headers,
+                                 timeout=self._timeout)
+        except outbound.PlainHttpRefused as exc:
+            raise AiPermanent("AI provider: AI_BASE_URL must use https") from exc
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise AiPermanent("AI provider: the configured base URL cannot be used") from exc
         except httpx.TimeoutException as exc:
             raise AiRetryable(
-                f"AI provider: no answer within {self._timeout.read:g}s ({type(exc).__name__})"
+                f"AI provider: timed out, no complete answer within {self._deadline:g}s "
+                f"({type(exc).__name__})"
             ) from exc
+        except outbound.ResponseTooLarge as exc:
+            raise AiRetryable(
+                f"AI provider: answer larger than {self._max_bytes} bytes, not read") from exc
         except (httpx.ConnectError, httpx.ProxyError) as exc:
+            if outbound.is_refusal(exc):
+                raise AiPermanent(
+                    "AI provider: refused to connect: the configured host is not a public "
+                    "address (see ALLOW_PRIVATE_ADDRESSES)") from exc
             raise AiRetryable(f"AI provider: cannot connect ({type(exc).__name__})") from exc
         except httpx.RequestError as exc:
             # A dropped connection or a broken answer; asking again is safe, nothing was written.
             raise AiRetryable(f"AI provider: no answer ({type(exc).__name__})") from exc
+        finally:
+            if http is not self._http:
+                http.close()
 
     def _check(self, response: httpx.Response) -> None:
         status = response.status_code

@@ -121,8 +121,17 @@ def fit_note(text: str, marker: str, limit: int | None) -> str:
     return text[: limit - len(tail)] + tail
 
 
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), at most an
+    hour: a PSA that asks for a week must not park the note for a week."""
+    seconds = _retry_after_seconds(value)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
@@ -212,9 +221,14 @@ class HttpPsaAdapter(PsaAdapter):
 
     name: str  # how reasons name the PSA
 
+    # the most bytes of an answer that are read; a longer one is abandoned
+    max_response_bytes: int = outbound.DEFAULT_MAX_RESPONSE_BYTES
+
     def __init__(self, http: httpx.Client | None, timeout: float) -> None:
         self._own_http = http is None
-        self._http = http if http is not None else httpx.Client()
+        self._http = http if http is not None else outbound.client(allow_private=False)
+        # `timeout` bounds each whole request (connect to last byte), not each read
+        self._deadline = timeout
         self._timeout = httpx.Timeout(timeout)
         self._secrets: list[str] = []
 
@@ -245,7 +259,11 @@ class HttpPsaAdapter(PsaAdapter):
         """Send one request under the rate budget; transport failures become PsaErrors."""
         with self._budget(url):
             try:
-                return self._http.request(method, url, timeout=self._timeout, **kwargs)
+                return outbound.send(self._http, method, url, deadline=self._deadline,
+                                     max_bytes=self.max_response_bytes,
+                                     timeout=self._timeout, **kwargs)
+            except outbound.PlainHttpRefused as exc:
+                raise PsaPermanent(f"{self.name}: the configured URL must use https") from exc
             except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
                 raise PsaPermanent(f"{self.name}: the configured URL cannot be used") from exc
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
@@ -261,6 +279,19 @@ class HttpPsaAdapter(PsaAdapter):
                 raise PsaRetryable(
                     f"{self.name}: cannot connect ({type(exc).__name__})"
                 ) from exc
+            except outbound.DeadlineExceeded as exc:
+                what = "the write" if write else "the request"
+                reason = (f"{self.name}: no complete answer to {what} within "
+                          f"{self._deadline:g}s")
+                if write:
+                    raise PsaAmbiguous(reason + "; it may have been applied") from exc
+                raise PsaRetryable(reason) from exc
+            except outbound.ResponseTooLarge as exc:
+                reason = (f"{self.name}: answer larger than {self.max_response_bytes} "
+                          "bytes, not read")
+                if write:
+                    raise PsaAmbiguous(reason + "; the write may have been applied") from exc
+                raise PsaRetryable(reason) from exc
             except httpx.RequestError as exc:
                 if write:
                     raise PsaAmbiguous(
