@@ -115,7 +115,7 @@ def clean_state(request):
         # psa:* too: a PSA server of a later test may get this one's port, and a Halo token or
         # rate budget cached for this one would then be taken for its
         keys = [*r.scan_iter("esc:*", count=1000), *r.scan_iter("psa:*", count=1000),
-                "celery", "unacked", "unacked_index"]
+                "celery", "psa", "ai", "unacked", "unacked_index"]
         if keys:
             r.delete(*keys)
 
@@ -224,9 +224,13 @@ class WorkerProcess:
     """A real `celery worker` process on the Redis broker, as the Procfile runs it."""
 
     def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 4,
-                 queue: str = "celery"):
+                 queue: str = "celery", roles: tuple[str, ...] = ("default", "psa", "ai")):
+        """`roles`: which of the queues of `queue` it consumes (the default one, PSA, AI);
+        all by default, as one worker standing in for the Procfile's three roles."""
+        from webapp.config import queue_name
         self.env, self.log_path, self.concurrency = env, log_path, concurrency
-        self.queue = queue
+        self.queue, self.roles = queue, roles
+        self.queues = [queue if role == "default" else queue_name(queue, role) for role in roles]
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -234,7 +238,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "worker",
              "--pool=threads", f"--concurrency={self.concurrency}", "--loglevel=INFO",
-             "-Q", self.queue, "-n", f"{self.queue}@%h",
+             "-Q", ",".join(self.queues), "-n", f"{self.queues[0]}@%h",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=ROOT, env={**os.environ, **self.env, "CELERY_QUEUE": self.queue},
             stdout=self.log, stderr=subprocess.STDOUT)
@@ -292,7 +296,7 @@ def private_worker(app_env):
     yield start
     for worker in started:
         worker.stop()
-        redis_lib.Redis.from_url(app_env["REDIS_URL"]).delete(worker.queue)
+        redis_lib.Redis.from_url(app_env["REDIS_URL"]).delete(*worker.queues)
 
 
 def _wait_worker_ready(app, timeout: float = 30.0) -> None:

@@ -15,7 +15,9 @@ def celery_init_app(app: Flask) -> Celery:
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.config_from_object("celeryconfig")
     celery.conf.update(broker_url=app.config["CELERY_BROKER_URL"],
-                       task_default_queue=app.config["CELERY_QUEUE"])
+                       task_default_queue=app.config["CELERY_QUEUE"],
+                       task_routes={"psa.*": {"queue": app.config["CELERY_PSA_QUEUE"]},
+                                    "assessment.*": {"queue": app.config["CELERY_AI_QUEUE"]}})
     celery.set_default()
     app.extensions["celery"] = celery
 

@@ -37,6 +37,11 @@ def psycopg2_url(url: str) -> str:
     return url
 
 
+def queue_name(default_queue: str, role: str) -> str:
+    """The queue of a worker role: `psa`, or `<default>.psa` beside a renamed default queue."""
+    return role if default_queue == "celery" else f"{default_queue}.{role}"
+
+
 class Config:
     """Settings as Flask config keys; `from_env` reads the environment, `overrides` win."""
 
@@ -44,6 +49,7 @@ class Config:
     def from_env(cls, overrides: Mapping[str, Any] | None = None,
                  env: Mapping[str, str] | None = None) -> dict[str, Any]:
         redis_url = env_str("REDIS_URL", "redis://127.0.0.1:6379/0", env)
+        default_queue = env_str("CELERY_QUEUE", "celery", env)
         settings: dict[str, Any] = {
             "SQLALCHEMY_DATABASE_URI": psycopg2_url(env_str(
                 "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres", env)),
@@ -78,10 +84,19 @@ class Config:
             "AI_MODEL": env_str("AI_MODEL", None, env),
             "AI_TIMEOUT": env_float("AI_TIMEOUT", 20.0, env),
             "DELIVERY_MAX_ATTEMPTS": env_int("DELIVERY_MAX_ATTEMPTS", 8, env),
-            "DELIVERY_LEASE_SECONDS": env_int("DELIVERY_LEASE_SECONDS", 300, env),
+            # a claimed row's lease; renewed every third of it while the side effect runs, so
+            # a row still being worked is never retaken, and a killed worker's within minutes
+            "DELIVERY_LEASE_SECONDS": env_int("DELIVERY_LEASE_SECONDS", 45, env),
             # multiplies every retry backoff; below 1 only to make drills and tests quick
             "DELIVERY_BACKOFF_SCALE": env_float("DELIVERY_BACKOFF_SCALE", 1.0, env),
-            "CELERY_QUEUE": env_str("CELERY_QUEUE", "celery", env),
+            # PSA pushes and AI assessments wait on other tenants' servers: each has a queue
+            # (and a worker role) of its own, so a stuck one never delays email or live events
+            "CELERY_QUEUE": default_queue,
+            "CELERY_PSA_QUEUE": env_str("CELERY_PSA_QUEUE", queue_name(default_queue, "psa"),
+                                        env),
+            "CELERY_AI_QUEUE": env_str("CELERY_AI_QUEUE", queue_name(default_queue, "ai"), env),
+            # concurrent PSA pushes of one account, across all workers; more wait their turn
+            "PSA_MAX_CONCURRENT_PER_ACCOUNT": env_int("PSA_MAX_CONCURRENT_PER_ACCOUNT", 2, env),
             "DELIVERY_PENDING_GRACE_SECONDS": env_int("DELIVERY_PENDING_GRACE_SECONDS", 60, env),
             # longer waits are left to beat: the broker redelivers a task held past its
             # visibility timeout, so a long countdown would run twice

@@ -95,7 +95,11 @@ def main() -> int:
 
     procfile = parse_procfile((ROOT / "Procfile").read_text())
     manager = Manager(Printer(sys.stdout))
-    for name in ("web", "worker", "beat"):
+    from webapp.config import Config
+    queues = Config.from_env(env=env)
+    for name in ("CELERY_QUEUE", "CELERY_PSA_QUEUE", "CELERY_AI_QUEUE"):
+        env.setdefault(name, queues[name])   # the Procfile's worker roles read them
+    for name in ("web", "worker", "psa_worker", "ai_worker", "beat"):
         manager.add_process(name, procfile.processes[name], cwd=str(ROOT), env=env)
     try:
         manager.loop()

@@ -53,7 +53,7 @@ def ai_server():
 
 @pytest.fixture
 def openai_worker(private_worker, ai_server):
-    return private_worker("ai", AI_PROVIDER="openai", AI_BASE_URL=ai_server.url,
+    return private_worker("openai-assess", AI_PROVIDER="openai", AI_BASE_URL=ai_server.url,
                           AI_API_KEY="sk-test", AI_MODEL="diag-1", AI_TIMEOUT="1")
 
 

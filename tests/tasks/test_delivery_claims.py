@@ -1,4 +1,6 @@
 """How a task takes a delivery row: only when due, and only while its lease holds."""
+import threading
+import time
 from datetime import timedelta
 
 from tests.tasks.test_redelivery import undispatched_handoff
@@ -76,3 +78,86 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_newer_outcome(
     row = get_row(app, row_id)
     # the first worker's late answer is not recorded: the row is the second worker's
     assert (row.status, row.external_id, row.attempts) == ("sending", None, 2)
+
+
+def test_a_side_effect_longer_than_the_lease_is_never_retaken_by_beat(app, app_env, tenant):
+    """The heartbeat renews the lease while the side effect runs; beat's sweeps in the
+    meantime leave the row alone, and it is done once."""
+    from tests.conftest import app_config
+    from webapp import create_app
+    short = create_app(app_config(app_env, DELIVERY_LEASE_SECONDS=1))
+    row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
+    calls, swept, running = [], [], threading.Event()
+
+    def slow(row):
+        calls.append(row.id)
+        running.set()
+        time.sleep(3.5)     # three and a half leases
+        return "message-id"
+
+    worker = threading.Thread(target=lambda: _run_in(short, row_id, slow))
+    worker.start()
+    assert running.wait(10)
+    with short.app_context():
+        for _ in range(6):
+            time.sleep(0.5)
+            swept.extend(row.id for row in deliveries.take_due(
+                utcnow(), timedelta(seconds=60)))
+    worker.join(10)
+    row = get_row(app, row_id)
+    assert swept == [] and calls == [row_id]
+    assert (row.status, row.attempts, row.external_id) == ("sent", 1, "message-id")
+
+
+def test_a_killed_workers_lease_runs_out_and_beat_retakes_the_row(app, app_env, tenant):
+    row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
+    # claimed by a worker that died: nobody renews its lease
+    set_row(app, row_id, status="sending", attempts=1,
+            lease_expires_at=utcnow() - timedelta(seconds=1))
+    with app.app_context():
+        taken = [row.id for row in deliveries.take_due(utcnow(), timedelta(seconds=60))]
+    assert taken == [row_id] and get_row(app, row_id).status == "pending"
+    # by default a lease lasts under a minute, so with beat's minute a killed worker's rows
+    # are retaken within about two
+    from webapp.config import Config
+    assert Config.from_env(env={})["DELIVERY_LEASE_SECONDS"] <= 60
+
+
+def test_beats_sweep_racing_a_workers_claim_hands_the_row_out_once(app, app_env, tenant):
+    """A worker's claim holds the row's lock, uncommitted, while beat sweeps: the sweep must
+    not wait for it and then hand the just-claimed row out again."""
+    from sqlalchemy import text
+    row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
+    set_row(app, row_id, status="failed", attempts=1, next_attempt_at=utcnow())
+    swept: list = []
+    with app.app_context():
+        engine = db.engine
+    claim = engine.connect()
+    tx = claim.begin()
+    claim.execute(db.update(Delivery).where(Delivery.id == row_id).values(
+        status="sending", attempts=2, lease_expires_at=utcnow() + timedelta(minutes=5)))
+
+    def sweep():
+        with app.app_context():
+            swept.extend(row.id for row in deliveries.take_due(utcnow(), timedelta(seconds=60)))
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    # let the sweep finish, or block on the claim's row lock
+    with engine.connect() as watch:
+        for _ in range(100):
+            if not sweeper.is_alive() or watch.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")).scalar():
+                break
+            time.sleep(0.05)
+    tx.commit()
+    claim.close()
+    sweeper.join(10)
+    row = get_row(app, row_id)
+    assert swept == [] and row.status == "sending" and row.attempts == 2, (swept, row.status)
+
+
+def _run_in(app, row_id, side_effect):
+    with app.app_context():
+        deliveries.run(row_id, side_effect, POLICY)

@@ -60,6 +60,14 @@ def escalate_on_ticket(client, tenant, ticket="1001", **fields):
     return response.get_json()
 
 
+def marker_of(app, handoff_id):
+    """The marker the handoff's note carries, with its random nonce."""
+    with app.app_context():
+        nonce = db.session.get(Handoff, handoff_id).marker_nonce
+    assert nonce and len(nonce) >= 16
+    return f"[escalation-handoff:{handoff_id}:{nonce}]"
+
+
 def note_posts(server, provider):
     return server.requests_to("POST", NOTE_PATH[provider])
 
@@ -75,7 +83,7 @@ def test_one_note_on_the_right_ticket_with_the_right_auth(app, client, tenant, p
     notes = psa_server.notes("1001")
     assert len(notes) == 1 and psa_server.notes("1002") == []
     text = notes[0].get("text") or notes[0].get("description") or notes[0].get("note_html")
-    assert f"[escalation-handoff:{handoff['id']}]" in text
+    assert marker_of(app, handoff["id"]) in text
     assert "Customer" in text and "DNS server is down" in text
     assert tenant.users["engineer"]["name"] in text
     assert "AI assessment (heuristic" in text        # the push waited for the assessment
@@ -255,9 +263,10 @@ def offline_client(app_env):
     return down.test_client()
 
 
-def pusher(app_env, wait_for_assessment: int = 0):
+def pusher(app_env, wait_for_assessment: int = 0, **overrides):
     """An app whose pushes wait this long for the assessment."""
-    return create_app(app_config(app_env, PSA_WAIT_FOR_ASSESSMENT_SECONDS=wait_for_assessment))
+    return create_app(app_config(app_env, PSA_WAIT_FOR_ASSESSMENT_SECONDS=wait_for_assessment,
+                                 **overrides))
 
 
 def offline_handoff(offline_client, tenant, ticket="1001", **fields) -> int:
@@ -299,7 +308,7 @@ def assert_deferred(row) -> None:
 def test_a_burst_beyond_the_halo_budget_is_deferred_instead_of_held_in_worker_threads(
         app, app_env, tenant, offline_client, psa_server, configure):
     configure("halopsa")    # hosted Halo's spacing: one request a second
-    pushing = pusher(app_env)
+    pushing = pusher(app_env, PSA_MAX_CONCURRENT_PER_ACCOUNT=10)   # the budget, not the cap
     rows = [psa_row(app, offline_handoff(offline_client, tenant)).id for _ in range(7)]
     push(pushing, rows[0])     # takes the token and one turn
     took: dict[int, float] = {}
@@ -434,4 +443,62 @@ def test_a_pushed_park_reads_as_a_park_with_nothing_to_claim(
     assert "Park note:\nWaiting on the client's maintenance window" in text
     assert "ESCALATED" not in text and "Escalation note" not in text
     assert "/queue#handoff" not in text and "Open in Escalations" not in text
-    assert f"[escalation-handoff:{handoff_id}]" in text
+    assert marker_of(app, handoff_id) in text
+
+
+def test_a_marker_typed_into_a_ticket_note_does_not_pass_for_the_real_note(
+        app, app_env, tenant, offline_client, psa_server, configure):
+    """The reconciling search (after an earlier attempt) must not take a note someone typed,
+    quoting the handoff's id, for the escalation note."""
+    configure("connectwise")
+    handoff_id = offline_handoff(offline_client, tenant)
+    psa_server.seed_note("1001", f"see [escalation-handoff:{handoff_id}] and "
+                                 f"[escalation-handoff:{handoff_id}:0000000000000000]")
+    row_id = psa_row(app, handoff_id).id
+    with app.app_context():   # as after an earlier attempt, so the push searches first
+        db.session.execute(db.update(Delivery).where(Delivery.id == row_id).values(
+            last_error="ConnectWise: no answer to the write"))
+        db.session.commit()
+    push(pusher(app_env), row_id)
+    row = psa_row(app, handoff_id)
+    notes = psa_server.notes("1001")
+    assert row.status == "sent" and len(notes) == 2, (row.status, row.last_error, notes)
+    assert marker_of(app, handoff_id) in notes[1]["text"]
+    assert row.external_id == str(notes[1]["id"])
+
+
+def test_a_note_id_too_long_to_record_is_a_permanent_readable_failure(
+        app, app_env, tenant, offline_client, psa_server, configure):
+    configure("connectwise")
+    handoff_id = offline_handoff(offline_client, tenant)
+    psa_server.inject("POST", "/notes", status=201, body={"id": "7" * 500})
+    push(pusher(app_env), psa_row(app, handoff_id).id)
+    row = psa_row(app, handoff_id)
+    assert row.status in ("failed", "dead") and row.next_attempt_at is None, row.status
+    assert "note id of 500 characters" in row.last_error
+    assert row.external_id is None
+
+
+def test_a_push_over_the_accounts_concurrency_cap_is_deferred_without_an_attempt(
+        app, app_env, tenant, offline_client, psa_server, configure):
+    configure("connectwise")
+    handoff_id = offline_handoff(offline_client, tenant)
+    capped = create_app(app_config(app_env, PSA_WAIT_FOR_ASSESSMENT_SECONDS=0,
+                                   PSA_MAX_CONCURRENT_PER_ACCOUNT=2))
+    with capped.app_context(), psa_push.account_slot(tenant.account_id) as first, \
+            psa_push.account_slot(tenant.account_id) as second:
+        assert first and second     # two pushes of the account hold both slots
+        push(capped, psa_row(app, handoff_id).id)
+        assert_deferred(psa_row(app, handoff_id))
+        assert psa_server.requests == []
+    with capped.app_context(), psa_push.account_slot(tenant.account_id + 1) as elsewhere:
+        assert elsewhere            # another account's slots are its own
+    # the slots are free again: the push goes through
+    with capped.app_context():
+        db.session.execute(db.update(Delivery).where(Delivery.handoff_id == handoff_id,
+                                                     Delivery.channel == "psa").values(
+            next_attempt_at=utcnow()))
+        db.session.commit()
+    push(capped, psa_row(app, handoff_id).id)
+    assert psa_row(app, handoff_id).status == "sent"
+    assert len(psa_server.notes("1001")) == 1

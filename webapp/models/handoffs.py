@@ -1,6 +1,7 @@
 """Handoffs (park or escalate) and the delivery rows of their side effects."""
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 
 from sqlalchemy import (
@@ -56,6 +57,9 @@ class Handoff(db.Model):
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the random part of the PSA note's marker: text a user types cannot pass for it
+    marker_nonce: Mapped[str | None] = mapped_column(
+        String(32), default=lambda: secrets.token_hex(8))
 
     session: Mapped[AiSession] = relationship()
     creator: Mapped[User] = relationship(foreign_keys=[created_by])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -124,9 +125,61 @@ def claim(delivery_id: int) -> Delivery | None:
     return row
 
 
+class Heartbeat:
+    """Renews a claimed row's lease every third of its length while the side effect runs, on
+    a connection of its own: a slow but live side effect is never taken for a dead worker's,
+    and a killed worker's lease runs out soon. `lease` is the current lease, the claim's
+    identity when the outcome is recorded."""
+
+    def __init__(self, delivery_id: int, lease) -> None:
+        self.delivery_id, self.lease = delivery_id, lease
+        self._seconds = current_app.config["DELIVERY_LEASE_SECONDS"]
+        self._engine = db.engine
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name=f"lease-{delivery_id}")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def stop(self):
+        """Stop renewing; returns the lease that holds the row now."""
+        self._stopped.set()
+        with self._lock:
+            return self.lease
+
+    def _beat(self) -> None:
+        table = Delivery.__table__
+        while not self._stopped.wait(self._seconds / 3):
+            with self._lock:
+                if self._stopped.is_set():
+                    return
+                renewed = utcnow() + timedelta(seconds=self._seconds)
+                try:
+                    with self._engine.begin() as conn:
+                        found = conn.execute(db.update(table).where(
+                            table.c.id == self.delivery_id, table.c.status == "sending",
+                            table.c.lease_expires_at == self.lease).values(
+                            lease_expires_at=renewed)).rowcount
+                except Exception:  # the database is away: the lease may lapse, try again
+                    log.warning("could not renew the lease of delivery %s", self.delivery_id,
+                                exc_info=True)
+                    continue
+                if not found:   # the row was retaken or deleted: nothing more to renew
+                    return
+                self.lease = renewed
+
+
 def _settle(delivery_id: int, lease, status: str, **values) -> None:
     """Record the outcome, only if this claim still holds the row: a worker that outlived its
     lease (beat handed the row to another) must not overwrite the newer outcome."""
+    if isinstance(lease, Heartbeat):
+        lease = lease.stop()
     table = Delivery.__table__
     db.session.execute(db.update(table).where(
         table.c.id == delivery_id, table.c.status == "sending",
@@ -142,7 +195,27 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
     row = claim(delivery_id)
     if row is None:
         return None
-    attempts, lease = row.attempts, row.lease_expires_at
+    attempts = row.attempts
+    with Heartbeat(delivery_id, row.lease_expires_at) as lease:
+        retry_in = _drive_side_effect(delivery_id, row, attempts, lease, side_effect, policy)
+    if isinstance(retry_in, _Deferred):
+        return retry_in.delay
+    if on_settled is not None:
+        db.session.expire_all()
+        settled = db.session.get(Delivery, delivery_id)
+        if settled is not None:   # the row was deleted while the side effect ran
+            on_settled(settled)
+    return retry_in
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    delay: float
+
+
+def _drive_side_effect(delivery_id: int, row: Delivery, attempts: int, lease: Heartbeat,
+                       side_effect: Callable[[Delivery], str | None],
+                       policy: RetryPolicy) -> float | _Deferred | None:
     retry_in = None
     try:
         external_id = side_effect(row)
@@ -150,7 +223,7 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
         db.session.rollback()
         _settle(delivery_id, lease, "pending", attempts=Delivery.attempts - 1,
                 next_attempt_at=utcnow() + timedelta(seconds=defer.delay))
-        return defer.delay
+        return _Deferred(defer.delay)
     except Skip as skip:
         db.session.rollback()
         _settle(delivery_id, lease, "skipped", last_error=skip.reason, next_attempt_at=None)
@@ -170,11 +243,6 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
     else:
         _settle(delivery_id, lease, "sent", external_id=external_id, sent_at=utcnow(),
                 last_error=None, next_attempt_at=None)
-    if on_settled is not None:
-        db.session.expire_all()
-        settled = db.session.get(Delivery, delivery_id)
-        if settled is not None:   # the row was deleted while the side effect ran
-            on_settled(settled)
     return retry_in
 
 
@@ -214,14 +282,22 @@ def take_due(now, pending_grace: timedelta, limit: int = 1000) -> list[Delivery]
     task can take it; the next beat runs leave it alone for a grace period, and a row that
     was pending already for as long again as it has waited, so a backlog in the queue does
     not grow by a copy of every waiting row each run."""
-    due = db.select(Delivery.id).where(or_(
+    is_due = or_(
         and_(Delivery.status == "failed", Delivery.next_attempt_at <= now),
         and_(Delivery.status == "pending", Delivery.next_attempt_at <= now - pending_grace),
         and_(Delivery.status == "sending", Delivery.lease_expires_at < now),
-    )).order_by(Delivery.next_attempt_at.nulls_first(), Delivery.id).limit(limit)
+    )
+    # SKIP LOCKED: a row a worker is claiming right now is not waited for, and the outer
+    # UPDATE repeats the conditions: should the row change before it is locked, Postgres
+    # re-checks them on its new version (not the subquery's), so a row just claimed is left
+    # to its worker instead of being handed out a second time
+    due = db.select(Delivery.id).where(is_due).order_by(
+        Delivery.next_attempt_at.nulls_first(), Delivery.id).limit(limit).with_for_update(
+        skip_locked=True)
     next_attempt_at = case((Delivery.status == "pending", func.least(
         now + (now - Delivery.created_at), now + REHAND_PENDING_AT_MOST_EVERY)), else_=now)
-    taken = db.session.execute(db.update(Delivery).where(Delivery.id.in_(due.scalar_subquery()))
+    taken = db.session.execute(db.update(Delivery).where(Delivery.id.in_(due.scalar_subquery()),
+                                                         is_due)
                                .values(status="pending", next_attempt_at=next_attempt_at,
                                        lease_expires_at=None, updated_at=now)
                                .returning(Delivery.id, Delivery.channel)).all()

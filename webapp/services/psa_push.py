@@ -1,10 +1,16 @@
 """The escalation note on the client's PSA ticket, written exactly once."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
+import secrets
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 from flask import current_app
+from redis import RedisError
 from sqlalchemy import func
 
 from webapp.extensions import db
@@ -19,11 +25,52 @@ from webapp.integrations.psa import (
 )
 from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
-from webapp.redis_client import get_redis
+from webapp.redis_client import get_redis, key
 from webapp.services import psa_settings
 from webapp.services.deliveries import Defer, Permanent, Retryable, Skip
 
+log = logging.getLogger(__name__)
+
+EXTERNAL_ID_LENGTH = Delivery.__table__.c.external_id.type.length
+
 ASSESSMENT_POLL_SECONDS = 5.0
+# a push makes a few requests (a lookup, a search, the write), each within PSA_TIMEOUT
+REQUESTS_PER_PUSH = 5
+
+# Take one of an account's PSA slots: a sorted set of holders scored by when their hold
+# runs out, so a killed worker's slot frees itself. KEYS[1] the set; ARGV: now, cap,
+# expiry, holder.
+_TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(ARGV[3] - ARGV[1]) + 1)
+return 1
+"""
+
+
+@contextlib.contextmanager
+def account_slot(account_id: int) -> Iterator[bool]:
+    """One of the account's PSA_MAX_CONCURRENT_PER_ACCOUNT push slots, across every worker,
+    or False when all are taken: one tenant's slow PSA holds at most that many of the PSA
+    workers' threads. With Redis down, pushes go ahead (the deadline still bounds them)."""
+    cap = current_app.config["PSA_MAX_CONCURRENT_PER_ACCOUNT"]
+    hold = current_app.config["PSA_TIMEOUT"] * REQUESTS_PER_PUSH + 10
+    slots, holder = key("psa", "slots", account_id), secrets.token_hex(8)
+    redis = get_redis()
+    now = time.time()
+    try:
+        taken = bool(redis.eval(_TAKE_SLOT, 1, slots, now, cap, now + hold, holder))
+    except (RedisError, OSError):  # Redis is away: better an unbounded push than none
+        log.warning("PSA slots unavailable for account %s; pushing without one", account_id)
+        yield True
+        return
+    try:
+        yield taken
+    finally:
+        if taken:
+            with contextlib.suppress(RedisError, OSError):
+                redis.zrem(slots, holder)
 BUSY_SPREAD_SECONDS = 2.0
 BUSY_DELAY_CAP_SECONDS = 900.0
 
@@ -66,7 +113,7 @@ def compose_note(handoff: Handoff) -> str:
     if escalated:   # a park is in nobody's queue: there is nothing to open or claim
         link = f"{current_app.config['PUBLIC_BASE_URL'].rstrip('/')}/queue#handoff-{handoff.id}"
         lines.append(f"Open in Escalations: {link}")
-    lines.append(note_marker(handoff.id))
+    lines.append(note_marker(handoff.id, handoff.marker_nonce))
     return "\n".join(lines)
 
 
@@ -119,11 +166,29 @@ def push_note(row: Delivery) -> str:
             raise Defer(ASSESSMENT_POLL_SECONDS, "waiting for the AI assessment")
         db.session.refresh(handoff)   # it may have landed since the handoff was read
     provider, settings = config
+    with account_slot(handoff.account_id) as slot:
+        if not slot:   # the account's other pushes hold every slot: wait, spending nothing
+            raise Defer(_busy_delay(handoff.account_id, None),
+                        "waiting for the account's other PSA pushes to finish")
+        return _push(handoff, row, provider, settings)
+
+
+def _push(handoff: Handoff, row: Delivery, provider: str, settings: dict) -> str:
+    note_id = _write(handoff, row, provider, settings)
+    if len(note_id) > EXTERNAL_ID_LENGTH:   # written, but its id does not fit the audit row
+        raise Permanent(f"the PSA answered a note id of {len(note_id)} characters, longer "
+                        f"than the {EXTERNAL_ID_LENGTH} that can be recorded; the note may "
+                        "be on the ticket")
+    return note_id
+
+
+def _write(handoff: Handoff, row: Delivery, provider: str, settings: dict) -> str:
     try:
         with outbound.client(current_app.config["ALLOW_PRIVATE_ADDRESSES"]) as http, \
                 build_adapter(provider, settings, http=http, redis=get_redis(),
                               timeout=current_app.config["PSA_TIMEOUT"]) as adapter:
-            return write_note_once(adapter, str(ticket_id), note_marker(handoff.id),
+            return write_note_once(adapter, str(handoff.snapshot["psa_ticket_id"]),
+                                   note_marker(handoff.id, handoff.marker_nonce),
                                    compose_note(handoff), check_first=_may_have_posted(row))
     except PsaBusy as busy:   # nothing was sent: come back when the PSA has a turn
         raise Defer(_busy_delay(handoff.account_id, busy.retry_after), busy.reason) from busy

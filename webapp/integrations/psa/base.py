@@ -81,9 +81,12 @@ class PsaAdapter(abc.ABC):
         self.close()
 
 
-def note_marker(handoff_id: Any) -> str:
-    """The marker a handoff's note carries, so a lost answer can be reconciled by search."""
-    return f"[escalation-handoff:{handoff_id}]"
+def note_marker(handoff_id: Any, nonce: str | None = None) -> str:
+    """The marker a handoff's note carries, so a lost answer can be reconciled by search. Its
+    random nonce keeps a note someone typed (quoting an id) from passing for the real one;
+    handoffs from before nonces have none."""
+    return f"[escalation-handoff:{handoff_id}:{nonce}]" if nonce else \
+        f"[escalation-handoff:{handoff_id}]"
 
 
 def write_note_once(
