@@ -35,6 +35,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_redis(app)
     celery_init_app(app)
     errors.register_error_handlers(app)
+    from webapp.api.bodies import guard_request
+    app.before_request(guard_request)
     app.before_request(auth.authenticate_request)
     register_blueprints(app, api)
     app.register_blueprint(web.bp)

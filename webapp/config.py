@@ -117,6 +117,16 @@ class Config:
             "PASSWORD_HASH_TIME_COST": env_int("PASSWORD_HASH_TIME_COST", 3, env),
             "PASSWORD_HASH_MEMORY_KIB": env_int("PASSWORD_HASH_MEMORY_KIB", 65536, env),
             "PUBLISH_TIMEOUT_SECONDS": env_float("PUBLISH_TIMEOUT_SECONDS", 0.5, env),
+            # bodies past this many bytes are 413 on every route, never read past the limit
+            "MAX_CONTENT_LENGTH": env_int("MAX_CONTENT_LENGTH", 256 * 1024, env),
+            # gunicorn's own line limit is raised well past this, so the app answers 422
+            "MAX_QUERY_STRING_BYTES": env_int("MAX_QUERY_STRING_BYTES", 2048, env),
+            # an AI session's transcript: messages and their total characters
+            "SESSION_MAX_MESSAGES": env_int("SESSION_MAX_MESSAGES", 1000, env),
+            "SESSION_MAX_CHARACTERS": env_int("SESSION_MAX_CHARACTERS", 2_000_000, env),
+            # what an escalation's snapshot copies of it: the newest messages, within both
+            "SNAPSHOT_MAX_MESSAGES": env_int("SNAPSHOT_MAX_MESSAGES", 200, env),
+            "SNAPSHOT_MAX_CHARACTERS": env_int("SNAPSHOT_MAX_CHARACTERS", 200_000, env),
             "JSON_SORT_KEYS": False,
             "SQLALCHEMY_TRACK_MODIFICATIONS": False,
             "API_TITLE": "Escalations API",

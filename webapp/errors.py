@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, current_app, jsonify
 from flask_smorest import Api
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -82,8 +82,13 @@ class ErrorShapeApi(Api):
             return error_response(status, code, _first_message(details), details)
         message = data.get("message") or (error.description or error.name)
         headers = dict(data.get("headers") or {})
+        if status == 413:
+            message = (f"the request body is larger than "
+                       f"{current_app.config['MAX_CONTENT_LENGTH']} bytes")
         response = error_response(status, code, str(message).rstrip("."))
         response.headers.update(headers)
+        if status == 413:   # the rest of the body is not read: this connection is done
+            response.headers["Connection"] = "close"
         if status == 405 and error.get_response().headers.get("Allow"):
             response.headers["Allow"] = error.get_response().headers["Allow"]
         return response

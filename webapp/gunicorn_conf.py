@@ -10,6 +10,8 @@ worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "4000"))
 timeout = 60
 graceful_timeout = 10
 keepalive = 5
+# query strings are the app's to judge (422 past MAX_QUERY_STRING_BYTES), not gunicorn's 414
+limit_request_line = 8190
 accesslog = os.environ.get("ACCESS_LOG") or None
 # gunicorn 27 puts every master's control socket at one path per user; several web
 # processes on one host would remove each other's

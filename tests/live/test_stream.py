@@ -97,7 +97,9 @@ def test_events_carry_their_stream_id_type_and_handoff_summary(app, web, http, s
         body = event.json()
         assert set(body) == {"type", "handoff"} and body["type"] == event.event
         assert event.data == stored[event.id][b"data"].decode()
-        assert "snapshot" not in body["handoff"]
+        # the summary snapshot (API.md): no messages, only their count
+        assert "messages" not in body["handoff"]["snapshot"]
+        assert isinstance(body["handoff"]["snapshot"]["message_count"], int)
     claimed_event, cancelled_event = lifecycle(events)[1], lifecycle(events)[3]
     assert claimed_event.json()["handoff"]["status"] == "claimed"
     assert claimed_event.json()["handoff"]["claimed_by"] == tenant.users["admin"]["id"]

@@ -1,6 +1,6 @@
 """The account's PSA connection: provider, settings, and secrets that are never returned."""
 from flask import current_app
-from flask_smorest import Blueprint
+from webapp.api.bodies import Blueprint
 from marshmallow import Schema, ValidationError, validates_schema
 
 from webapp import auth

@@ -1,6 +1,6 @@
 """Login, logout and the caller's own profile."""
 from flask import current_app, g, request
-from flask_smorest import Blueprint
+from webapp.api.bodies import Blueprint
 from marshmallow import Schema
 from redis import RedisError
 

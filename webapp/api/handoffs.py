@@ -1,5 +1,5 @@
 """Park and escalate, the team's escalation queue, claiming and the delivery records."""
-from flask_smorest import Blueprint
+from webapp.api.bodies import Blueprint
 from marshmallow import Schema
 
 from webapp import auth
@@ -54,8 +54,12 @@ class SessionRefSchema(Schema):
 
 
 class SnapshotSchema(Schema):
+    """In the queue list and live events: problem, captured_at and message_count; the
+    handoff-context screen (GET /handoffs/{id}) adds the messages."""
     problem = fields.String()
     messages = fields.List(fields.Dict())
+    message_count = fields.Integer()
+    messages_omitted = fields.Integer()
     captured_at = fields.String()
 
 

@@ -1,5 +1,5 @@
 """AI troubleshooting sessions: create, read, and append to the transcript."""
-from flask_smorest import Blueprint
+from webapp.api.bodies import Blueprint
 from marshmallow import Schema
 
 from webapp import auth
@@ -79,6 +79,26 @@ def get_session(session_id: int):
     return get_account_session(session_id)
 
 
+def _check_room(session: AiSession, content: str) -> None:
+    """A transcript is bounded in messages and characters: 409 `session_full` past either.
+    The session row is locked first, so concurrent appends cannot both squeeze in."""
+    from flask import current_app
+    from sqlalchemy import func
+    config = current_app.config
+    db.session.execute(db.select(AiSession.id).where(AiSession.id == session.id)
+                       .with_for_update())
+    count, characters = db.session.execute(db.select(
+        func.count(SessionMessage.id), func.coalesce(func.sum(func.length(SessionMessage.content)), 0))
+        .where(SessionMessage.session_id == session.id)).one()
+    if count + 1 > config["SESSION_MAX_MESSAGES"] or \
+            characters + len(content) > config["SESSION_MAX_CHARACTERS"]:
+        raise ApiError(409, "session_full",
+                       "the session's transcript is full; escalate it or start a new session",
+                       {"max_messages": config["SESSION_MAX_MESSAGES"],
+                        "max_characters": config["SESSION_MAX_CHARACTERS"],
+                        "messages": count, "characters": int(characters)})
+
+
 @bp.post("/ai-sessions/<int:session_id>/messages")
 @bp.arguments(MessageCreateSchema)
 @bp.response(201, MessageSchema)
@@ -87,6 +107,7 @@ def add_message(body, session_id: int):
     user = auth.current_user()
     if session.owner_id != user.id and not user.is_admin:
         raise ApiError(403, "forbidden", "only the session's owner may add to its transcript")
+    _check_room(session, body["content"])
     message = SessionMessage(session_id=session.id, role=body["role"], content=body["content"])
     db.session.add(message)
     db.session.commit()

@@ -1,5 +1,5 @@
 """The account's users: list, create and soft-delete."""
-from flask_smorest import Blueprint
+from webapp.api.bodies import Blueprint
 from marshmallow import Schema
 from sqlalchemy.exc import IntegrityError
 

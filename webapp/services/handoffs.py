@@ -5,7 +5,8 @@ import base64
 import json
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, or_
+from flask import current_app
+from sqlalchemy import and_, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -25,18 +26,33 @@ SESSION_STATUS_FOR_INTENT = {"park": "parked", "escalate": "escalated"}
 # ---- creating -------------------------------------------------------------------------------
 
 def take_snapshot(session: AiSession) -> dict:
-    """What a senior needs to take over: the problem and the transcript, as of now."""
-    messages = db.session.execute(db.select(
+    """What a senior needs to take over: the problem and the transcript, as of now. A long
+    transcript is copied from its newest end, within SNAPSHOT_MAX_MESSAGES and
+    SNAPSHOT_MAX_CHARACTERS; `message_count` counts them all."""
+    config = current_app.config
+    total = db.session.scalar(db.select(func.count(SessionMessage.id)).where(
+        SessionMessage.session_id == session.id))
+    newest = db.session.execute(db.select(
         SessionMessage.id, SessionMessage.role, SessionMessage.content,
         SessionMessage.created_at,
-    ).where(SessionMessage.session_id == session.id).order_by(SessionMessage.id))
+    ).where(SessionMessage.session_id == session.id).order_by(SessionMessage.id.desc())
+        .limit(config["SNAPSHOT_MAX_MESSAGES"]))
+    messages, characters = [], 0
+    for m in newest:
+        characters += len(m.content)
+        if characters > config["SNAPSHOT_MAX_CHARACTERS"] and messages:
+            break
+        messages.append({"id": m.id, "role": m.role, "content": m.content,
+                         "created_at": m.created_at.isoformat()})
+    messages.reverse()
     return {
         "title": session.title,
         "client_name": session.client_name,
         "psa_ticket_id": session.psa_ticket_id,
         "problem": session.problem,
-        "messages": [{"id": m.id, "role": m.role, "content": m.content,
-                      "created_at": m.created_at.isoformat()} for m in messages],
+        "messages": messages,
+        "message_count": total,
+        "messages_omitted": total - len(messages),
         "captured_at": utcnow().isoformat(),
     }
 
@@ -306,18 +322,27 @@ def summary(handoff: Handoff, rows: dict | None = None) -> dict:
                     "client_name": session.client_name, "psa_ticket_id": session.psa_ticket_id},
         "assessment": assessment_view(handoff, rows.get((handoff.id, "assessment"))),
         "psa": psa_view(handoff, rows.get((handoff.id, "psa"))),
+        "snapshot": snapshot_summary(handoff.snapshot),
     }
+
+
+def snapshot_summary(snapshot: dict) -> dict:
+    """The snapshot without its messages: the queue list and live events stay small however
+    long the transcript; only the handoff-context screen reads the messages."""
+    messages = snapshot.get("messages", [])
+    return {"problem": snapshot.get("problem", ""), "captured_at": snapshot.get("captured_at"),
+            "message_count": snapshot.get("message_count", len(messages))}
 
 
 def full(handoff: Handoff, rows: dict | None = None) -> dict:
     """The handoff with its snapshot: the handoff-context screen."""
-    snapshot = handoff.snapshot
-    return {**summary(handoff, rows),
-            "snapshot": {"problem": snapshot.get("problem", ""),
-                         "messages": snapshot.get("messages", []),
-                         "captured_at": snapshot.get("captured_at")}}
+    view = summary(handoff, rows)
+    view["snapshot"] = {**view["snapshot"], "messages": handoff.snapshot.get("messages", []),
+                        "messages_omitted": handoff.snapshot.get("messages_omitted", 0)}
+    return view
 
 
 def many(handoffs: list[Handoff]) -> list[dict]:
+    """The queue list: summaries."""
     rows = channel_rows([h.id for h in handoffs])
-    return [full(h, rows) for h in handoffs]
+    return [summary(h, rows) for h in handoffs]
