@@ -1,9 +1,9 @@
 """The account's PSA connection: provider, settings, and secrets that are never returned."""
 from flask import current_app
-from webapp.api.bodies import Blueprint
 from marshmallow import Schema, ValidationError, validates_schema
 
 from webapp import auth
+from webapp.api.bodies import Blueprint
 from webapp.api.schemas import StrictSchema, fields, validate
 from webapp.extensions import db
 from webapp.integrations import outbound

@@ -1,10 +1,10 @@
 """Login, logout and the caller's own profile."""
 from flask import current_app, g, request
-from webapp.api.bodies import Blueprint
 from marshmallow import Schema
 from redis import RedisError
 
 from webapp import auth, live
+from webapp.api.bodies import Blueprint
 from webapp.api.schemas import StrictSchema, UserSchema, fields, validate
 from webapp.errors import ApiError
 from webapp.extensions import db

@@ -1,8 +1,8 @@
 """Park and escalate, the team's escalation queue, claiming and the delivery records."""
-from webapp.api.bodies import Blueprint
 from marshmallow import Schema
 
 from webapp import auth
+from webapp.api.bodies import Blueprint
 from webapp.api.schemas import NotBlank, StrictSchema, fields, validate
 from webapp.services import deliveries
 from webapp.services import handoffs as service

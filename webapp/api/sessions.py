@@ -1,8 +1,8 @@
 """AI troubleshooting sessions: create, read, and append to the transcript."""
-from webapp.api.bodies import Blueprint
 from marshmallow import Schema
 
 from webapp import auth
+from webapp.api.bodies import Blueprint
 from webapp.api.schemas import NotBlank, StrictSchema, fields, validate
 from webapp.errors import ApiError, not_found
 from webapp.extensions import db
@@ -87,9 +87,9 @@ def _check_room(session: AiSession, content: str) -> None:
     config = current_app.config
     db.session.execute(db.select(AiSession.id).where(AiSession.id == session.id)
                        .with_for_update())
-    count, characters = db.session.execute(db.select(
-        func.count(SessionMessage.id), func.coalesce(func.sum(func.length(SessionMessage.content)), 0))
-        .where(SessionMessage.session_id == session.id)).one()
+    characters = func.coalesce(func.sum(func.length(SessionMessage.content)), 0)
+    count, characters = db.session.execute(db.select(func.count(SessionMessage.id), characters)
+                                           .where(SessionMessage.session_id == session.id)).one()
     if count + 1 > config["SESSION_MAX_MESSAGES"] or \
             characters + len(content) > config["SESSION_MAX_CHARACTERS"]:
         raise ApiError(409, "session_full",

@@ -1,9 +1,9 @@
 """The account's users: list, create and soft-delete."""
-from webapp.api.bodies import Blueprint
 from marshmallow import Schema
 from sqlalchemy.exc import IntegrityError
 
 from webapp import auth, live
+from webapp.api.bodies import Blueprint
 from webapp.api.schemas import NotBlank, StrictSchema, UserSchema, fields, validate
 from webapp.errors import ApiError, not_found
 from webapp.extensions import db
