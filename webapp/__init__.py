@@ -41,6 +41,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_blueprints(app, api)
     app.register_blueprint(web.bp)
     cli.register(app)
+    if app.config["TRUSTED_PROXIES"] > 0:
+        # the client's address (login budgets) as the operator's proxies report it
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     return app
 
 

@@ -5,6 +5,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -39,13 +40,40 @@ def _off_the_hub(fn, *args):
     return fn(*args)
 
 
+_checks_lock = threading.Lock()
+_checks: dict[int, threading.BoundedSemaphore] = {}
+
+
+def password_checks() -> threading.BoundedSemaphore:
+    """The process's bound on concurrent Argon2 runs (PASSWORD_CHECKS_CONCURRENT): a flood of
+    logins queues here for a moment instead of taking every core from everything else."""
+    size = current_app.config["PASSWORD_CHECKS_CONCURRENT"]
+    with _checks_lock:
+        if size not in _checks:
+            _checks[size] = threading.BoundedSemaphore(size)
+        return _checks[size]
+
+
+def _bounded(fn, *args):
+    checks = password_checks()
+    if not checks.acquire(timeout=current_app.config["PASSWORD_CHECK_WAIT_SECONDS"]):
+        error = ApiError(429, "rate_limited", "too many logins at once; try again in a moment",
+                         {"retry_after": 1})
+        error.headers = {"Retry-After": "1"}
+        raise error
+    try:
+        return _off_the_hub(fn, *args)
+    finally:
+        checks.release()
+
+
 def hash_password(password: str) -> str:
-    return _off_the_hub(_hasher().hash, password)
+    return _bounded(_hasher().hash, password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
     try:
-        return _off_the_hub(_hasher().verify, password_hash, password)
+        return _bounded(_hasher().verify, password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 

@@ -65,7 +65,15 @@ class Config:
             "SECRET_KEY": env_str("SECRET_KEY", None, env),   # required: see create_app
             "ENCRYPTION_KEY": env_str("ENCRYPTION_KEY", None, env),
             "TOKEN_TTL_SECONDS": env_int("TOKEN_TTL_SECONDS", 12 * 3600, env),
+            # failed-login budgets per window: per email, per client address, and overall
             "LOGIN_RATE_LIMIT": env_int("LOGIN_RATE_LIMIT", 10, env),
+            "LOGIN_RATE_LIMIT_PER_ADDRESS": env_int("LOGIN_RATE_LIMIT_PER_ADDRESS", 20, env),
+            "LOGIN_RATE_LIMIT_TOTAL": env_int("LOGIN_RATE_LIMIT_TOTAL", 300, env),
+            # Argon2 runs at once per process, and how long a login waits for a turn
+            "PASSWORD_CHECKS_CONCURRENT": env_int("PASSWORD_CHECKS_CONCURRENT", 2, env),
+            "PASSWORD_CHECK_WAIT_SECONDS": env_float("PASSWORD_CHECK_WAIT_SECONDS", 5.0, env),
+            # proxies in front of the web role whose X-Forwarded-For / -Proto are believed
+            "TRUSTED_PROXIES": env_int("TRUSTED_PROXIES", 0, env),
             "LOGIN_RATE_WINDOW": env_int("LOGIN_RATE_WINDOW", 60, env),
             "MAIL_SERVER": env_str("MAIL_SERVER", "127.0.0.1", env),
             "MAIL_PORT": env_int("MAIL_PORT", 1025, env),

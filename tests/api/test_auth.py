@@ -1,7 +1,11 @@
 """Login, logout, token expiry and revocation."""
+import threading
 from datetime import timedelta
 
-from tests.conftest import TEST_PASSWORD
+import pytest
+
+from tests.conftest import TEST_PASSWORD, app_config
+from webapp import create_app
 from webapp.extensions import db
 from webapp.models import ApiToken
 from webapp.models.base import utcnow
@@ -84,3 +88,80 @@ def test_repeated_failed_logins_are_rate_limited(client, tenant):
 def test_successful_logins_are_not_rate_limited(client, tenant):
     email = tenant.users["viewer"]["email"]
     assert [login(client, email).status_code for _ in range(12)] == [200] * 12
+
+
+def login_from(client, email, address, password="bad-password"):
+    return client.post("/api/v1/auth/login", json={"email": email, "password": password},
+                       headers={"X-Forwarded-For": address})
+
+
+@pytest.fixture
+def behind_a_proxy(app_env):
+    """The web role behind one trusted proxy, which reports each client's address."""
+    return create_app(app_config(app_env, TRUSTED_PROXIES=1)).test_client()
+
+
+def test_failures_against_many_emails_from_one_address_are_rate_limited(client, tenant):
+    codes = [login(client, f"nobody{n}@example.com", "bad-password").status_code
+             for n in range(40)]
+    assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}, codes
+    refused = login(client, "someone-else@example.com", "bad-password")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert refused.get_json()["error"]["code"] == "rate_limited"
+
+
+def test_failures_against_one_email_from_many_addresses_are_rate_limited(
+        behind_a_proxy, tenant):
+    email = tenant.users["viewer"]["email"]
+    codes = [login_from(behind_a_proxy, email, f"203.0.113.{n}").status_code
+             for n in range(12)]
+    assert codes[:10] == [401] * 10 and set(codes[10:]) == {429}, codes
+
+
+def test_all_failures_together_have_a_budget(app_env, tenant):
+    capped = create_app(app_config(app_env, TRUSTED_PROXIES=1,
+                                   LOGIN_RATE_LIMIT_TOTAL=5)).test_client()
+    codes = [login_from(capped, f"n{n}@example.com", f"198.51.100.{n}").status_code
+             for n in range(8)]
+    assert codes == [401] * 5 + [429] * 3, codes
+
+
+def test_forwarded_addresses_are_ignored_unless_proxies_are_trusted(client, tenant):
+    codes = [login_from(client, f"n{n}@example.com", f"203.0.113.{n}").status_code
+             for n in range(22)]
+    assert codes[20:] == [429, 429], codes     # one address (the test client's) after all
+
+
+def test_concurrent_failures_are_counted_before_the_password_check(app_env, tenant):
+    """Thirty attempts at once on one email: no more than the budget reach a password check,
+    however they interleave."""
+    racing = create_app(app_config(app_env, TRUSTED_PROXIES=1))
+    email = tenant.users["viewer"]["email"]
+    codes: list[int] = []
+
+    def attempt(n: int) -> None:
+        codes.append(login_from(racing.test_client(), email, f"192.0.2.{n}").status_code)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(codes) == 30 and codes.count(401) == 10 and codes.count(429) == 20, codes
+
+
+def test_a_login_that_finds_every_password_check_busy_is_429(app_env, tenant):
+    from webapp import auth
+    busy = create_app(app_config(app_env, PASSWORD_CHECKS_CONCURRENT=1,
+                                 PASSWORD_CHECK_WAIT_SECONDS=0.2))
+    with busy.app_context():
+        checks = auth.password_checks()
+        assert checks.acquire(timeout=1)
+        try:
+            response = busy.test_client().post(
+                "/api/v1/auth/login",
+                json={"email": tenant.users["viewer"]["email"], "password": TEST_PASSWORD})
+        finally:
+            checks.release()
+    assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"]["code"] == "rate_limited"
