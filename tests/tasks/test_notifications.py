@@ -1,7 +1,7 @@
 """Escalation emails through a real worker, a real Redis broker and a real SMTP server."""
 import pytest
 
-from tests.api.test_handoffs import escalate
+from tests.api.test_handoffs import escalate, hand_off, new_session
 from tests.conftest import wait_for
 from webapp.extensions import db
 from webapp.models import Delivery
@@ -97,3 +97,49 @@ def test_one_refused_recipient_never_resends_to_the_others(app, client, team, sm
     assert all(r.status == "sent" and r.attempts == 1 for k, r in by_recipient.items()
                if k != bad)
     assert len(smtp_server.about(handoff["id"])) == 4
+
+
+def test_a_title_with_a_header_injection_emails_every_senior_once_and_nobody_else(
+        app, client, team, smtp_server):
+    session_id = new_session(client, team, title="Printer down\r\nBcc: intruder@evil.example",
+                             client_name="Contoso\nX-Injected: yes")
+    response = hand_off(client, team, session_id)
+    assert response.status_code == 201, response.get_json()
+    handoff = response.get_json()
+    rows = wait_for(lambda: all_emails_settled(app, handoff["id"]), 20, message="emails")
+    assert [r.status for r in rows] == ["sent"] * 5, [(r.status, r.last_error) for r in rows]
+    expected = {team.users[label]["email"].lower()
+                for label in ("owner", "admin", "engineer2", "engineer3", "engineer4")}
+    received = smtp_server.about(handoff["id"])
+    assert sorted(r for m in received for r in m.rcpt_tos) == sorted(expected)
+    assert smtp_server.to("intruder@evil.example") == []
+    for message in received:
+        assert message.message["Bcc"] is None and message.message["X-Injected"] is None
+        assert message.subject.startswith(
+            "Escalation: Printer down Bcc: intruder@evil.example (Contoso X-Injected: yes)")
+
+
+def test_a_bad_header_is_a_permanent_failure_with_a_reason(app, app_env, tenant):
+    """Should a line break reach a header some other way, the row ends with its reason
+    instead of being retried for nothing."""
+    from tasks import notifications as email_tasks
+    from tests.tasks.test_redelivery import undispatched_handoff
+    from webapp.services import deliveries, notifications
+    handoff_id = undispatched_handoff(app_env, tenant)
+    [row] = [r for r in email_rows(app, handoff_id)][:1]
+    compose = notifications.compose
+
+    def with_bad_header(handoff, delivery):
+        message = compose(handoff, delivery)
+        message.subject = "broken\nBcc: x@evil.example"
+        return message
+
+    notifications.compose = with_bad_header
+    try:
+        with app.app_context():
+            deliveries.run(row.id, notifications.send_escalation_email, email_tasks.RETRY)
+    finally:
+        notifications.compose = compose
+    [settled] = [r for r in email_rows(app, handoff_id) if r.id == row.id]
+    assert settled.status in ("failed", "dead") and settled.next_attempt_at is None
+    assert settled.last_error == "the message has a line break in a header; not sent"

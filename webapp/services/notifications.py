@@ -1,8 +1,10 @@
 """The escalation email: one per recipient, written so a senior can act on it."""
 from __future__ import annotations
 
+import re
+
 from flask import current_app
-from flask_mail import Message
+from flask_mail import BadHeaderError, Message
 from sqlalchemy.orm import aliased, joinedload
 
 from webapp.extensions import db
@@ -15,12 +17,23 @@ def handoff_link(handoff: Handoff) -> str:
     return f"{current_app.config['PUBLIC_BASE_URL'].rstrip('/')}/queue#handoff-{handoff.id}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+MAX_SUBJECT = 200
+
+
+def header_text(value: object) -> str:
+    """Text a user typed, fit for a mail header: control characters (line breaks first of
+    all, which would start a header of their own) become single spaces."""
+    return " ".join(_CONTROL.sub(" ", str(value or "")).split())
+
+
 def compose(handoff: Handoff, row: Delivery) -> Message:
     snapshot = handoff.snapshot
     client = snapshot.get("client_name") or "no client named"
     urgent = handoff.urgency == "high"
-    subject = (f"{'[URGENT] ' if urgent else ''}Escalation: {snapshot.get('title')} "
-               f"({client}) from {handoff.creator.name}")
+    subject = header_text(f"{'[URGENT] ' if urgent else ''}Escalation: "
+                          f"{header_text(snapshot.get('title'))} ({header_text(client)}) "
+                          f"from {header_text(handoff.creator.name)}")[:MAX_SUBJECT]
     problem = (snapshot.get("problem") or "").strip()
     if len(problem) > 1500:
         problem = problem[:1500].rstrip() + " ..."
@@ -70,6 +83,8 @@ def send_escalation_email(row: Delivery) -> str:
     message = compose(handoff, row)
     try:
         mail.send(message)
+    except BadHeaderError as error:   # no retry can mend the message
+        raise Permanent("the message has a line break in a header; not sent") from error
     except mail.MailRetryable as error:
         raise Retryable(str(error)) from error
     except mail.MailPermanent as error:
