@@ -272,7 +272,10 @@ def main() -> None:
             redis_db(services["REDIS_URL"]) as redis_url:
         env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url,
                "CELERY_BROKER_URL": redis_url, "SECRET_KEY": "bench-secret",
-               "PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192"}
+               "PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192",
+               # thousands of idle streams of a few users: past the product's default caps
+               "SSE_MAX_STREAMS_PER_USER": str(args.subscribers + 10),
+               "SSE_MAX_STREAMS_PER_ACCOUNT": str(args.subscribers + 10)}
         accounts = make_accounts(env, args.accounts)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         (ROOT / ".local").mkdir(exist_ok=True)

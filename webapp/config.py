@@ -120,6 +120,8 @@ class Config:
             "OUTBOUND_MAX_RESPONSE_BYTES": env_int("OUTBOUND_MAX_RESPONSE_BYTES",
                                                    4 * 1024 * 1024, env),
             "SSE_KEEPALIVE_SECONDS": env_float("SSE_KEEPALIVE_SECONDS", 20.0, env),
+            "SSE_MAX_STREAMS_PER_USER": env_int("SSE_MAX_STREAMS_PER_USER", 10, env),
+            "SSE_MAX_STREAMS_PER_ACCOUNT": env_int("SSE_MAX_STREAMS_PER_ACCOUNT", 200, env),
             "SSE_REPLAY_MAXLEN": env_int("SSE_REPLAY_MAXLEN", 10000, env),
             "SSE_REPLAY_MAX_AGE_SECONDS": env_int("SSE_REPLAY_MAX_AGE_SECONDS", 86400, env),
             "PASSWORD_HASH_TIME_COST": env_int("PASSWORD_HASH_TIME_COST", 3, env),

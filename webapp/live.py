@@ -128,10 +128,75 @@ def _publish_script():
     return scripts["live_publish_script"]
 
 
+MAX_EVENT_ID_LENGTH = 40
+
+
 def event_position(event_id: str | None) -> tuple[int, int] | None:
-    """A stream entry id ("ms-seq") as a comparable (ms, seq); None if it is not one."""
-    match = _EVENT_ID.match((event_id or "").strip())
+    """A stream entry id ("ms-seq") as a comparable (ms, seq); None if it is not one (too
+    long, malformed): a bad Last-Event-ID is treated as absent, never an error."""
+    if not event_id or len(event_id) > MAX_EVENT_ID_LENGTH:
+        return None
+    match = _EVENT_ID.match(event_id.strip())
     return (int(match[1]), int(match[2])) if match else None
+
+
+# Open streams, per user and per account: sorted sets of holders scored by when their hold
+# runs out (renewed while the stream is open), so a web process that died frees its share.
+# KEYS: the user's set, the account's; ARGV: now, user cap, account cap, expiry, holder, ttl.
+_TAKE_STREAM_SLOT = """
+for i = 1, 2 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', ARGV[1]) end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+for i = 1, 2 do
+  redis.call('ZADD', KEYS[i], ARGV[4], ARGV[5])
+  redis.call('EXPIRE', KEYS[i], ARGV[6])
+end
+return 0
+"""
+STREAM_SLOT_SECONDS = 180.0
+RENEW_SLOT_SECONDS = 60.0
+
+
+class StreamSlot:
+    """One open stream's place among its user's (SSE_MAX_STREAMS_PER_USER) and account's
+    (SSE_MAX_STREAMS_PER_ACCOUNT); past either, the new stream is 429 `rate_limited`."""
+
+    def __init__(self, redis: Redis, account_id: int, user_id: int):
+        self.redis = redis
+        self.keys = (key("streams", "user", user_id), key("streams", "account", account_id))
+        self.holder = os.urandom(8).hex()
+        self.renew_at = time.monotonic() + RENEW_SLOT_SECONDS
+
+    def take(self, per_user: int, per_account: int) -> None:
+        now = time.time()
+        full = self.redis.eval(_TAKE_STREAM_SLOT, 2, *self.keys, now, per_user, per_account,
+                               now + STREAM_SLOT_SECONDS, self.holder,
+                               int(STREAM_SLOT_SECONDS) + 1)
+        if full:
+            whose = "your" if full == 1 else "your account's"
+            error = ApiError(429, "rate_limited",
+                             f"too many open live streams ({whose} limit); close one first",
+                             {"retry_after": 10})
+            error.headers = {"Retry-After": "10"}
+            raise error
+
+    def renew_if_due(self) -> None:
+        if time.monotonic() < self.renew_at:
+            return
+        self.renew_at = time.monotonic() + RENEW_SLOT_SECONDS
+        pipe = self.redis.pipeline(transaction=False)
+        for name in self.keys:
+            pipe.zadd(name, {self.holder: time.time() + STREAM_SLOT_SECONDS}, xx=True)
+        pipe.execute()
+
+    def release(self) -> None:
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for name in self.keys:
+                pipe.zrem(name, self.holder)
+            pipe.execute()
+        except RedisError:   # its hold runs out by itself
+            log.debug("could not release a stream slot", exc_info=True)
 
 
 def _text(value: bytes | str) -> str:
@@ -401,8 +466,10 @@ class EventStream:
 
     def __init__(self, hub: LiveHub, subscription: Subscription, account_id: int,
                  ready: Message, start: tuple[int, int], keepalive_seconds: float,
-                 still_allowed: Callable[[], bool | None] | None = None):
+                 still_allowed: Callable[[], bool | None] | None = None,
+                 slot: StreamSlot | None = None):
         self.hub, self.subscription, self.account_id = hub, subscription, account_id
+        self.slot = slot
         self.ready, self.start = ready, start
         self.tick = keepalive_seconds / KEEPALIVES_PER_INTERVAL
         self.still_allowed = still_allowed
@@ -413,8 +480,12 @@ class EventStream:
         return self._body
 
     def close(self) -> None:
-        self._body.close()
-        self.hub.unsubscribe(self.subscription)
+        try:
+            self._body.close()
+        finally:
+            self.hub.unsubscribe(self.subscription)
+            if self.slot is not None:
+                self.slot.release()
 
     def _generate(self) -> Iterator[str]:
         yield str(self.ready)
@@ -455,6 +526,8 @@ class EventStream:
                 pending = self.subscription.pull(self.tick)
                 if not pending:
                     yield KEEPALIVE
+                if self.slot is not None:
+                    self.slot.renew_if_due()
         except RedisError as error:
             # the client reconnects with Last-Event-ID and misses nothing
             log.warning("live stream of account %s ended: %s", self.account_id, error)
@@ -495,20 +568,26 @@ class LiveEventsBlueprint(ServerSentEventsBlueprint):
 
     def messages(self, account_id: int, last_event_id: str | None = None,
                  keepalive_seconds: float = 20.0, user_id: int | None = None,
-                 still_allowed: Callable[[], bool] | None = None) -> EventStream:
-        """The account's events after Last-Event-ID (or from now), then live ones."""
+                 still_allowed: Callable[[], bool] | None = None,
+                 slot: StreamSlot | None = None) -> EventStream:
+        """The account's events after Last-Event-ID (or from now), then live ones. Whatever
+        fails on the way gives back the subscription and the slot."""
+        asked = event_position(last_event_id)   # checked before anything is taken
         hub = get_hub()
         # read before subscribing (fails fast when Redis is down); the first replay, after
         # subscribing, covers whatever is published in between
         newest = latest_position(hub.redis, account_id)
         subscription = hub.subscribe(channel_name(account_id))
-        asked = event_position(last_event_id)
-        # a position Redis never reached (data lost, a foreign id) must not hide new events
-        start = min(asked, newest) if asked is not None else newest
-        ready = Message(json.dumps({"account_id": account_id, "user_id": user_id}),
-                        type="ready", id=f"{start[0]}-{start[1]}")
-        return EventStream(hub, subscription, account_id, ready, start, keepalive_seconds,
-                           still_allowed)
+        try:
+            # a position Redis never reached (data lost, a foreign id) must not hide new events
+            start = min(asked, newest) if asked is not None else newest
+            ready = Message(json.dumps({"account_id": account_id, "user_id": user_id}),
+                            type="ready", id=f"{start[0]}-{start[1]}")
+            return EventStream(hub, subscription, account_id, ready, start,
+                               keepalive_seconds, still_allowed, slot)
+        except BaseException:
+            hub.unsubscribe(subscription)
+            raise
 
     def stream(self):
         """The view: the caller's account's events. Holds no database connection."""
@@ -517,13 +596,23 @@ class LiveEventsBlueprint(ServerSentEventsBlueprint):
         still_allowed = _token_check(current_app._get_current_object(), bearer_token(),
                                      account_id)
         db.session.remove()
+        config = current_app.config
+        slot = StreamSlot(get_redis(), account_id, user_id)
         try:
-            body = self.messages(account_id, request.headers.get("Last-Event-ID"),
-                                 current_app.config["SSE_KEEPALIVE_SECONDS"], user_id,
-                                 still_allowed)
-        except (LiveUnavailable, RedisError) as error:
+            slot.take(config["SSE_MAX_STREAMS_PER_USER"], config["SSE_MAX_STREAMS_PER_ACCOUNT"])
+        except RedisError as error:
             log.warning("live stream for account %s unavailable: %s", account_id, error)
             raise ApiError(503, "unavailable", "live events unavailable") from None
+        try:
+            body = self.messages(account_id, request.headers.get("Last-Event-ID"),
+                                 config["SSE_KEEPALIVE_SECONDS"], user_id, still_allowed, slot)
+        except (LiveUnavailable, RedisError) as error:
+            slot.release()
+            log.warning("live stream for account %s unavailable: %s", account_id, error)
+            raise ApiError(503, "unavailable", "live events unavailable") from None
+        except BaseException:
+            slot.release()
+            raise
         return current_app.response_class(
             body, mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -20,7 +20,9 @@ STREAM_PATH = "/api/v1/ai-sessions/escalations/stream"
 @pytest.fixture(scope="session")
 def web_env(app, app_env) -> dict[str, str]:
     """The test app's environment (its database is migrated by `app`), short keepalives."""
-    return {**app_env, "SSE_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS)}
+    return {**app_env, "SSE_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS),
+            # the fan-out tests hold hundreds of streams of one user
+            "SSE_MAX_STREAMS_PER_USER": "1000", "SSE_MAX_STREAMS_PER_ACCOUNT": "1000"}
 
 
 @pytest.fixture(scope="session")

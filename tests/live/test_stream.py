@@ -179,7 +179,7 @@ def test_events_published_during_reconnects_arrive_once_in_order_without_gaps(
 def test_unusable_last_event_ids_start_the_stream_from_now(app, web, http, streams, tenant):
     with app.app_context():
         newest = live.publish(tenant.account_id, "handoff_updated", {"handoff": {"id": 0}})
-    for last_event_id in ("garbage", "9999999999999-0"):
+    for last_event_id in ("garbage", "9999999999999-0", "1" * 5000 + "-0", "1-" + "9" * 5000):
         stream = streams(web.base_url, tenant.headers("engineer"), last_event_id=last_event_id)
         assert stream.ready.id == newest
     created = new_escalation(http, web.base_url, tenant)
@@ -213,3 +213,64 @@ def test_a_stream_ends_soon_after_its_token_is_revoked_or_its_user_deleted(
         assert stream.error is None
     assert not staying.ended
     assert streams(web.base_url, tenant.headers("engineer")).status == 401
+
+
+def open_in_process(app, headers, last_event_id=None):
+    """A stream served by this process's app: the answer is decided before the first byte."""
+    if last_event_id is not None:
+        headers = {**headers, "Last-Event-ID": last_event_id}
+    return app.test_client().get(STREAM_PATH, headers=headers, buffered=False)
+
+
+def held_streams(app, *names):
+    from webapp.redis_client import get_redis
+    with app.app_context():
+        r = get_redis()
+        return [r.zcard(name) for name in names]
+
+
+def test_open_streams_are_capped_per_user_and_per_account_with_429(app_env, tenant):
+    from webapp.redis_client import key
+    capped = create_app(app_config(app_env, SSE_MAX_STREAMS_PER_USER=2,
+                                   SSE_MAX_STREAMS_PER_ACCOUNT=3))
+    engineer, admin, owner = (tenant.headers(role) for role in ("engineer", "admin", "owner"))
+    opened = [open_in_process(capped, engineer) for _ in range(2)]
+    assert [r.status_code for r in opened] == [200, 200]
+    third = open_in_process(capped, engineer)
+    assert third.status_code == 429 and third.headers["Retry-After"]
+    assert third.get_json()["error"]["code"] == "rate_limited"
+    opened.append(open_in_process(capped, admin))       # the account's third
+    assert opened[-1].status_code == 200
+    over = open_in_process(capped, owner)
+    assert over.status_code == 429 and "account" in over.get_json()["error"]["message"]
+    user_key = key("streams", "user", tenant.users["engineer"]["id"])
+    account_key = key("streams", "account", tenant.account_id)
+    assert held_streams(capped, user_key, account_key) == [2, 3]
+    for response in opened:     # closing a stream gives its place back
+        response.close()
+    assert held_streams(capped, user_key, account_key) == [0, 0]
+    again = open_in_process(capped, engineer)
+    assert again.status_code == 200
+    again.close()
+
+
+def test_a_stream_that_fails_on_the_way_gives_back_its_subscription_and_slot(
+        app_env, tenant, monkeypatch):
+    """An error after subscribing (here, building the ready event) leaves no subscription
+    or stream slot behind."""
+    from webapp.redis_client import key
+    failing = create_app(app_config(app_env))
+    hub_counts = []
+
+    def broken_message(*args, **kwargs):
+        with failing.app_context():
+            hub_counts.append(live.get_hub().subscriber_count())
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(live, "Message", broken_message)
+    response = open_in_process(failing, tenant.headers("engineer"))
+    assert response.status_code == 500
+    assert hub_counts == [1]           # it had subscribed
+    with failing.app_context():
+        assert live.get_hub().subscriber_count() == 0
+    assert held_streams(failing, key("streams", "user", tenant.users["engineer"]["id"])) == [0]

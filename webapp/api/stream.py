@@ -34,6 +34,7 @@ OPERATION = {
                 "content": {"text/event-stream": {"schema": {"type": "string"}}}},
         "401": _error("No token, or a bad one"),
         "403": _error("Viewers may not stream"),
+        "429": _error("Too many open streams for the user or the account"),
         "503": _error("Redis is down"),
     },
 }
