@@ -42,6 +42,10 @@ beat_schedule = {
         "task": "maintenance.redeliver_due",
         "schedule": float(os.environ.get("BEAT_REDELIVER_SECONDS", "60")),
     },
+    "purge-old-tokens": {
+        "task": "maintenance.purge_tokens",
+        "schedule": 3600.0,
+    },
     "worker-heartbeat": {
         "task": "maintenance.heartbeat",
         "schedule": 60.0,

@@ -10,7 +10,7 @@ from flask import current_app
 from tasks import assessment, notifications, psa
 from webapp.models.base import utcnow
 from webapp.redis_client import get_redis, key
-from webapp.services import deliveries
+from webapp.services import deliveries, tokens
 from webapp.services.locks import single_run
 from webapp.services.queue import enqueue
 
@@ -24,6 +24,17 @@ MAX_ATTEMPTS_BY_CHANNEL = {"assessment": assessment.RETRY.max_attempts,
 def heartbeat() -> None:
     """Record that a worker is alive and consuming, for operators and readiness probes."""
     get_redis().set(key("worker", "heartbeat"), f"{time.time():.3f}", ex=600)
+
+
+@shared_task(name="maintenance.purge_tokens")
+def purge_tokens() -> int:
+    """Delete login tokens that expired or were revoked more than TOKEN_RETENTION_DAYS ago;
+    returns how many (-1: another beat holds the lock)."""
+    with single_run("purge_tokens") as acquired:
+        if not acquired:
+            return -1
+        return tokens.purge_old(utcnow() - timedelta(
+            days=current_app.config["TOKEN_RETENTION_DAYS"]))
 
 
 @shared_task(name="maintenance.redeliver_due")

@@ -41,6 +41,18 @@ def register(app: Flask) -> None:
             raise click.ClickException(f"a user with email {owner_email} already exists") from None
         click.echo(json.dumps({"account_id": account.id, "owner_id": owner.id}))
 
+    @app.cli.command("rotate-secrets")
+    def rotate_secrets_command():
+        """Re-encrypt every stored secret under the first ENCRYPTION_KEY; prints one JSON
+        line of counts. Afterwards the other keys can be dropped from ENCRYPTION_KEY."""
+        from webapp.services.psa_settings import rotate_all
+        counts = rotate_all()
+        click.echo(json.dumps(counts))
+        if counts["unreadable"]:
+            raise click.ClickException(
+                f"{counts['unreadable']} account(s) hold secrets no key in ENCRYPTION_KEY "
+                "opens; keep the old key until they are saved again")
+
     @app.cli.command("seed-demo")
     @click.option("--password", default="demo-password", show_default=True)
     def seed_demo_command(password):

@@ -55,6 +55,8 @@ class Config:
                 "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres", env)),
             "SQLALCHEMY_ENGINE_OPTIONS": {
                 "pool_pre_ping": True,
+                # a failed statement's message must not carry its values (tokens, emails)
+                "hide_parameters": True,
                 "pool_size": env_int("DB_POOL_SIZE", 10, env),
                 "max_overflow": env_int("DB_MAX_OVERFLOW", 20, env),
                 "pool_timeout": env_float("DB_POOL_TIMEOUT", 5.0, env),
@@ -65,6 +67,8 @@ class Config:
             "SECRET_KEY": env_str("SECRET_KEY", None, env),   # required: see create_app
             "ENCRYPTION_KEY": env_str("ENCRYPTION_KEY", None, env),
             "TOKEN_TTL_SECONDS": env_int("TOKEN_TTL_SECONDS", 12 * 3600, env),
+            # expired or revoked tokens are deleted this long after (beat, hourly)
+            "TOKEN_RETENTION_DAYS": env_int("TOKEN_RETENTION_DAYS", 30, env),
             # failed-login budgets per window: per email, per client address, and overall
             "LOGIN_RATE_LIMIT": env_int("LOGIN_RATE_LIMIT", 10, env),
             "LOGIN_RATE_LIMIT_PER_ADDRESS": env_int("LOGIN_RATE_LIMIT_PER_ADDRESS", 20, env),

@@ -34,3 +34,12 @@ def decrypt_json(token: str) -> dict:
         return json.loads(_cipher().decrypt(token.encode()))
     except InvalidToken as error:
         raise ValueError("stored secrets cannot be decrypted with ENCRYPTION_KEY") from error
+
+
+def rotate(token: str) -> str:
+    """The same secret, encrypted under the first ENCRYPTION_KEY (ValueError if no key in
+    ENCRYPTION_KEY opens it), so the keys after the first can be retired."""
+    try:
+        return _cipher().rotate(token.encode()).decode()
+    except InvalidToken as error:
+        raise ValueError("stored secrets cannot be decrypted with ENCRYPTION_KEY") from error

@@ -62,3 +62,22 @@ def load(account_id: int) -> tuple[str, dict] | None:
         except ValueError:
             raise UnreadableSecrets(UNREADABLE) from None
     return account.psa_provider, settings
+
+
+def rotate_all() -> dict[str, int]:
+    """Re-encrypt every account's stored PSA secrets under the first ENCRYPTION_KEY, one
+    account at a time under its row lock; counts rotated and unreadable accounts."""
+    from webapp.secrets_at_rest import rotate
+    counts = {"rotated": 0, "unreadable": 0}
+    ids = db.session.scalars(db.select(Account.id).where(Account.psa_secrets.is_not(None))
+                             .order_by(Account.id)).all()
+    for account_id in ids:
+        account = db.session.scalars(db.select(Account).where(Account.id == account_id)
+                                     .with_for_update()).one()
+        try:
+            account.psa_secrets = rotate(account.psa_secrets)
+            counts["rotated"] += 1
+        except ValueError:
+            counts["unreadable"] += 1
+        db.session.commit()
+    return counts
