@@ -133,11 +133,26 @@ def _busy_delay(account_id: int, retry_after: float | None) -> float:
     """When a push turned away by the PSA's budget comes back. Each push set aside before it
     needs about BUSY_SPREAD_SECONDS of the budget, so the delay grows with their number:
     a burst drains in one pass instead of coming back together every few seconds."""
-    waiting = db.session.scalar(db.select(func.count(Delivery.id)).where(
-        Delivery.account_id == account_id, Delivery.channel == "psa",
-        Delivery.status == "pending", Delivery.next_attempt_at > utcnow()))
+    waiting = _deferred_pushes(account_id)
     spread = random.uniform(0.5, 1.0) * (waiting + 1) * BUSY_SPREAD_SECONDS
     return min(max(retry_after or 0.0, spread), BUSY_DELAY_CAP_SECONDS)
+
+
+def _slot_delay(account_id: int) -> float:
+    """When a push that found all of its account's slots taken comes back: each slot frees
+    within about a PSA_TIMEOUT, so the pushes set aside before it need about that long per
+    slot's worth of them."""
+    config = current_app.config
+    waiting = _deferred_pushes(account_id)
+    turns = waiting // max(config["PSA_MAX_CONCURRENT_PER_ACCOUNT"], 1) + 1
+    spread = random.uniform(0.5, 1.0) * turns * config["PSA_TIMEOUT"]
+    return min(max(spread, 1.0), BUSY_DELAY_CAP_SECONDS)
+
+
+def _deferred_pushes(account_id: int) -> int:
+    return db.session.scalar(db.select(func.count(Delivery.id)).where(
+        Delivery.account_id == account_id, Delivery.channel == "psa",
+        Delivery.status == "pending", Delivery.next_attempt_at > utcnow()))
 
 
 def _may_have_posted(row: Delivery) -> bool:
@@ -168,7 +183,7 @@ def push_note(row: Delivery) -> str:
     provider, settings = config
     with account_slot(handoff.account_id) as slot:
         if not slot:   # the account's other pushes hold every slot: wait, spending nothing
-            raise Defer(_busy_delay(handoff.account_id, None),
+            raise Defer(_slot_delay(handoff.account_id),
                         "waiting for the account's other PSA pushes to finish")
         return _push(handoff, row, provider, settings)
 
