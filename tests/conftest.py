@@ -79,6 +79,9 @@ def app_env(database_url, redis_url, smtp_server) -> dict[str, str]:
             "DELIVERY_LEASE_SECONDS": "6", "DELIVERY_BACKOFF_SCALE": "0.02",
             "CELERY_VISIBILITY_TIMEOUT": "30", "PSA_WAIT_FOR_ASSESSMENT_SECONDS": "10",
             "PSA_TIMEOUT": "2", "AI_TIMEOUT": "2",
+            # tests build many apps, and each keeps its idle connections: a small pool each
+            # keeps the run under the server's max_connections (bursts still overflow)
+            "DB_POOL_SIZE": "2",
             "PSA_ALLOW_PRIVATE_ADDRESSES": "true"}  # the PSA servers of the tests are on loopback
 
 

@@ -149,3 +149,17 @@ def test_a_query_past_gunicorns_default_line_limit_is_the_apps_422(web, tenant):
     assert response.status_code == 422, response.text[:200]
     assert response.json()["error"]["code"] == "validation_error"
     assert httpx.get(f"{web.base_url}/readyz", timeout=10).status_code == 200
+
+
+def test_hostile_bodies_through_gunicorn_are_4xx_and_the_process_stays_ready(web):
+    import httpx
+    bodies = [b"[" * 200_000 + b"]" * 200_000, b'{"email": "\\ud800", "password": "\ud800"}',
+              b'{"email": "a@b.c", "password": 1' + b"9" * 100_000 + b"}", b"\xff\xfe\x00",
+              b'{"email": NaN, "password": Infinity}']
+    with httpx.Client(base_url=web.base_url, timeout=10) as http:
+        for body in bodies:
+            response = http.post("/api/v1/auth/login", content=body,
+                                 headers={"Content-Type": "application/json"})
+            assert 400 <= response.status_code < 500, (body[:40], response.status_code)
+            assert response.json()["error"]["code"] in ("bad_request", "payload_too_large")
+        assert http.get("/readyz").status_code == 200
