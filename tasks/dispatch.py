@@ -4,7 +4,7 @@ from celery import shared_task
 
 from webapp.extensions import db
 from webapp.models import Delivery
-from webapp.services.deliveries import TASK_FOR_CHANNEL
+from webapp.services.deliveries import TASK_FOR_CHANNEL, DeliveryStatus
 from webapp.services.queue import enqueue
 
 EMAIL_GROUP_TASK = "notifications.send_emails"
@@ -23,7 +23,7 @@ def dispatch_handoff(handoff_id: int) -> int:
     """Enqueue the tasks of the handoff's pending delivery rows: one per assessment or PSA
     row, one per group of email rows; returns how many rows."""
     rows = db.session.execute(db.select(Delivery.id, Delivery.channel).where(
-        Delivery.handoff_id == handoff_id, Delivery.status == "pending")
+        Delivery.handoff_id == handoff_id, Delivery.status == DeliveryStatus.PENDING)
         .order_by(Delivery.id)).all()
     for channel in CHANNEL_ORDER:
         ids = [row.id for row in rows if row.channel == channel]

@@ -94,7 +94,7 @@ def test_a_push_to_a_name_that_resolves_to_loopback_fails_for_good(
         row_id = psa_row(public_only, handoff_id).id
         psa_tasks.push_handoff.run(row_id)   # the task's body, in this app's context
     row = psa_row(public_only, handoff_id)
-    assert row.status == "failed" and row.next_attempt_at is None, (row.status, row.last_error)
+    assert row.status == "dead" and row.next_attempt_at is None, (row.status, row.last_error)
     assert row.last_error == ("ConnectWise: refused to connect: the configured host is not a "
                               "public address")
     # a tenant's admin must not learn from it what an internal name resolves to

@@ -19,9 +19,9 @@ def assessment_row(app, handoff_id):
 
 
 def settled(app, handoff_id):
-    """The row once it needs nothing more: sent, failed for good, or dead."""
+    """The row once it needs nothing more: sent, or dead (failed for good)."""
     row = assessment_row(app, handoff_id)
-    done = row.status in ("sent", "dead") or (row.status == "failed" and not row.next_attempt_at)
+    done = row.status in ("sent", "dead")
     return row if done else None
 
 
@@ -115,5 +115,5 @@ def test_rejected_api_key_fails_at_once_without_leaking_it(app, tenant, ai_serve
                                   AI_API_KEY="sk-wrong-secret", AI_MODEL="diag-1")
     handoff = escalate_via(queue_app, tenant)
     row = wait_for(lambda: settled(app, handoff["id"]), 20, message="assessment")
-    assert row.status == "failed" and row.attempts == 1
+    assert row.status == "dead" and row.attempts == 1 and row.next_attempt_at is None
     assert "sk-wrong-secret" not in row.last_error

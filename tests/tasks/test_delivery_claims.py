@@ -43,12 +43,12 @@ def test_a_stray_task_for_a_row_still_backing_off_does_nothing(app, app_env, ten
 
 def test_a_permanent_failure_waits_for_an_admin(app, app_env, tenant):
     row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
-    set_row(app, row_id, status="failed", attempts=1, last_error="550 no such mailbox",
+    set_row(app, row_id, status="dead", attempts=1, last_error="550 no such mailbox",
             next_attempt_at=None)
     calls = []
     with app.app_context():
         deliveries.run(row_id, calls.append, POLICY)
-    assert calls == [] and get_row(app, row_id).status == "failed"
+    assert calls == [] and get_row(app, row_id).status == "dead"
 
 
 def test_a_due_failed_row_is_taken(app, app_env, tenant):

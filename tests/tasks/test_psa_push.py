@@ -48,8 +48,7 @@ def psa_row(app, handoff_id):
 
 def settled(app, handoff_id):
     row = psa_row(app, handoff_id)
-    done = row.status in ("sent", "dead", "skipped") or (
-        row.status == "failed" and row.next_attempt_at is None)
+    done = row.status in ("sent", "dead", "skipped")
     return row if done else None
 
 
@@ -148,10 +147,14 @@ def test_unknown_ticket_fails_permanently_with_the_reason(app, client, tenant, p
     configure(provider)
     handoff = escalate_on_ticket(client, tenant, ticket="4040")
     row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
-    assert (row.status, row.attempts) == ("failed", 1)
+    assert (row.status, row.attempts, row.next_attempt_at) == ("dead", 1, None)
     assert "4040" in row.last_error and "not found" in row.last_error
     body = client.get(f"/api/v1/handoffs/{handoff['id']}", headers=tenant.headers()).get_json()
-    assert body["psa"]["status"] == "failed" and "4040" in body["psa"]["last_error"]
+    assert body["psa"]["status"] == "dead" and "4040" in body["psa"]["last_error"]
+    [psa] = [d for d in client.get(f"/api/v1/handoffs/{handoff['id']}/deliveries",
+                                   headers=tenant.headers()).get_json()["items"]
+             if d["channel"] == "psa"]
+    assert psa["status"] == "dead" and psa["next_attempt_at"] is None
 
 
 @pytest.mark.parametrize("provider", ["connectwise", "autotask"])
@@ -161,7 +164,7 @@ def test_rejected_credentials_fail_permanently(app, client, tenant, psa_server, 
     psa_server.inject("POST", NOTE_PATH[provider], status=401, times=5)
     handoff = escalate_on_ticket(client, tenant)
     row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
-    assert (row.status, row.attempts) == ("failed", 1)
+    assert (row.status, row.attempts) == ("dead", 1)
     assert psa_server.notes("1001") == []
     assert not [s for s in fake.SECRETS if s in row.last_error]
 
@@ -226,7 +229,7 @@ def test_credentials_under_a_lost_key_fail_permanently_with_the_reason(
         db.session.commit()
     handoff = escalate_on_ticket(client, tenant)
     row = wait_for(lambda: settled(app, handoff["id"]), 30, message="PSA push")
-    assert (row.status, row.attempts) == ("failed", 1)
+    assert (row.status, row.attempts) == ("dead", 1)
     assert "cannot be decrypted" in row.last_error
     assert psa_server.notes("1001") == []
 
@@ -379,8 +382,8 @@ def test_the_push_waits_while_the_assessment_failed_but_will_be_retried(
 
     assert_deferred(psa_row(app, handoff_id))
     assert psa_server.notes("1001") == []
-    # failed for good: nothing more is coming, so the note goes without it
-    set_assessment(app, handoff_id, next_attempt_at=None)
+    # dead (failed for good): nothing more is coming, so the note goes without it
+    set_assessment(app, handoff_id, status="dead", next_attempt_at=None)
     push(pushing, row_id)
     assert psa_row(app, handoff_id).status == "sent"
     [note] = psa_server.notes("1001")
@@ -474,7 +477,7 @@ def test_a_note_id_too_long_to_record_is_a_permanent_readable_failure(
     psa_server.inject("POST", "/notes", status=201, body={"id": "7" * 500})
     push(pusher(app_env), psa_row(app, handoff_id).id)
     row = psa_row(app, handoff_id)
-    assert row.status in ("failed", "dead") and row.next_attempt_at is None, row.status
+    assert row.status == "dead" and row.next_attempt_at is None, row.status
     assert "note id of 500 characters" in row.last_error
     assert row.external_id is None
 

@@ -490,3 +490,23 @@ def test_an_escalation_whose_live_event_was_lost_still_shows_within_a_minute_whi
     expect(page.locator("#connection")).to_have_text("Live")
     expect(rows(page)).to_have_count(2)
     assert len(screen.stream_requests) == 1, "the stream was reopened: not the re-read"
+
+
+def test_a_missing_psa_ticket_reads_as_failed_not_retrying(open_screen, http, tenant):
+    """The PSA answered 404 for the ticket: the push is dead with its reason, and the page
+    says the note failed rather than that it is being retried."""
+    with PsaServer(tickets=("1001",)) as psa:
+        configured = http.put("/api/v1/account/psa", headers=tenant.headers("owner"),
+                              json={"provider": "connectwise", **psa.settings("connectwise")})
+        assert configured.status_code == 200, configured.text
+        handoff = new_escalation(http, tenant, ticket="4040")
+        screen = open_screen(f"/queue#handoff-{handoff['id']}")
+        screen.login(tenant.users["owner"]["email"])
+        page = screen.page
+        expect(page.locator("#psa-badge")).to_have_text("PSA note failed")
+        expect(page.locator("#psa-status")).to_have_text("Failed, gave up")
+        expect(page.locator("#psa-error")).to_contain_text("4040")
+        psa_row = page.locator("#deliveries-rows > tr[data-channel=psa]")
+        expect(psa_row.locator(".badge")).to_have_text("Failed")
+    body = http.get(f"/api/v1/handoffs/{handoff['id']}", headers=tenant.headers()).json()
+    assert body["psa"]["status"] == "dead" and "not found" in body["psa"]["last_error"]

@@ -73,6 +73,9 @@ class Delivery(db.Model):
     __table_args__ = (
         CheckConstraint(sql_in("channel", CHANNELS), name="deliveries_channel_valid"),
         CheckConstraint(sql_in("status", DELIVERY_STATUSES), name="deliveries_status_valid"),
+        # `failed` always means a retry is scheduled; never again is `dead`
+        CheckConstraint("status <> 'failed' OR next_attempt_at IS NOT NULL",
+                        name="deliveries_failed_has_next_attempt"),
         UniqueConstraint("handoff_id", "channel", "recipient",
                          name="deliveries_one_per_recipient"),
         Index("deliveries_due", "status", "next_attempt_at"),

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 
 from flask import current_app
 from sqlalchemy import and_, case, func, or_
@@ -19,6 +20,103 @@ from webapp.services.queue import enqueue
 from webapp.services.transactions import commit_keeping_loaded
 
 log = logging.getLogger(__name__)
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery row stands. `failed` always has a retry scheduled (next_attempt_at);
+    a row that will never be tried again by itself is `dead`, with its reason."""
+    PENDING = "pending"     # waiting for its task
+    SENDING = "sending"     # a worker holds it under a lease
+    SENT = "sent"
+    FAILED = "failed"       # will be retried at next_attempt_at
+    DEAD = "dead"           # permanent error or attempts used up; only an admin retries it
+    SKIPPED = "skipped"     # no longer wanted (claimed, cancelled, nothing to send to)
+
+
+S = DeliveryStatus
+# Every status a row may move to from each status; every write below goes through `moving`.
+TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    S.PENDING: frozenset({S.SENDING, S.PENDING, S.SKIPPED}),      # claim; beat; claim/cancel
+    S.SENDING: frozenset({S.SENT, S.FAILED, S.DEAD, S.SKIPPED,    # the outcome
+                          S.PENDING}),                            # deferred; lease ran out
+    S.FAILED: frozenset({S.SENDING, S.PENDING, S.SKIPPED}),       # retry due; beat; skip
+    S.DEAD: frozenset({S.PENDING}),                               # an admin's retry
+    S.SENT: frozenset(),
+    S.SKIPPED: frozenset(),
+}
+FINAL = frozenset({S.SENT, S.DEAD, S.SKIPPED})
+
+
+class ForbiddenMove(ValueError):
+    """A status write the state machine does not allow."""
+
+
+def sources_of(target: DeliveryStatus, *sources: DeliveryStatus) -> list[str]:
+    """The statuses a write to `target` may start from: `sources` (all allowed ones when
+    none are named), each checked against TRANSITIONS."""
+    allowed = [status for status, moves in TRANSITIONS.items() if target in moves]
+    for source in sources:
+        if target not in TRANSITIONS[source]:
+            raise ForbiddenMove(f"a delivery cannot move from {source} to {target}")
+    return [str(status) for status in (sources or allowed)]
+
+
+def moving(target: DeliveryStatus, *sources: DeliveryStatus):
+    """The WHERE condition of a status write to `target` from `sources`: the only way a
+    status is written, so no write can skip the table."""
+    return Delivery.status.in_(sources_of(target, *sources))
+
+
+def move(delivery_id: int, target: DeliveryStatus, **values) -> bool:
+    """Move one row to `target` if the table allows it from where the row is; True if it
+    moved. A `failed` row needs its next_attempt_at."""
+    if target == S.FAILED and values.get("next_attempt_at") is None:
+        raise ForbiddenMove("a failed delivery needs next_attempt_at: use dead instead")
+    result = db.session.execute(db.update(Delivery).where(
+        Delivery.id == delivery_id, moving(target)).values(
+        status=str(target), updated_at=utcnow(), **values))
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def skip_waiting(handoff_id: int, channels: tuple[str, ...], reason: str) -> None:
+    """The handoff's rows on these channels that have not gone out are no longer wanted;
+    the caller commits."""
+    db.session.execute(db.update(Delivery).where(
+        Delivery.handoff_id == handoff_id, Delivery.channel.in_(channels),
+        moving(S.SKIPPED, S.PENDING, S.FAILED)).values(
+        status=str(S.SKIPPED), last_error=reason, next_attempt_at=None))
+
+
+def is_settled(status: str) -> bool:
+    """Nothing more will happen to the row by itself."""
+    return status in FINAL
+
+
+def is_waiting(status: str) -> bool:
+    """Not yet sent, and not given up: pending, being sent, or failed and retrying."""
+    return status in (S.PENDING, S.SENDING, S.FAILED)
+
+
+# How a handoff shows its assessment and PSA rows (API.md): the assessment reads `ready`
+# once stored; a row in flight reads as pending.
+_ASSESSMENT_STATUS = {S.PENDING: "pending", S.SENDING: "pending", S.SENT: "ready",
+                      S.FAILED: "failed", S.DEAD: "failed", S.SKIPPED: "skipped"}
+
+
+def assessment_status(status: str | None, ready: bool = False) -> str:
+    if ready:
+        return _ASSESSMENT_STATUS[S.SENT]
+    return _ASSESSMENT_STATUS[S(status)] if status is not None else str(S.SKIPPED)
+
+
+def psa_status(status: str | None) -> str:
+    """psa.status on a handoff: a delivery status, with `sending` read as pending and no row
+    at all as skipped."""
+    if status is None:
+        return str(S.SKIPPED)
+    return str(S.PENDING) if status == S.SENDING else str(S(status))
+
 
 TASK_FOR_CHANNEL = {
     "assessment": "assessment.assess_handoff",
@@ -46,12 +144,15 @@ def retry(handoff: Handoff, delivery_id: int) -> Delivery:
         Delivery.account_id == handoff.account_id).with_for_update()).one_or_none()
     if row is None:
         raise not_found("delivery")
-    if row.status not in ("failed", "dead"):
+    if row.status not in (S.FAILED, S.DEAD):
         raise ApiError(409, "not_retryable",
                        f"only failed or dead deliveries can be retried; this one is {row.status}")
-    row.status, row.attempts, row.next_attempt_at = "pending", 0, utcnow()
-    row.lease_expires_at = None
+    db.session.execute(db.update(Delivery).where(
+        Delivery.id == row.id, moving(S.PENDING, S.FAILED, S.DEAD)).values(
+        status=str(S.PENDING), attempts=0, next_attempt_at=utcnow(), lease_expires_at=None,
+        updated_at=utcnow()))
     db.session.commit()
+    db.session.refresh(row)
     enqueue(TASK_FOR_CHANNEL[row.channel], row.id)
     return row
 
@@ -112,12 +213,11 @@ def claim(delivery_id: int) -> Delivery | None:
     lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
     row = db.session.scalars(
         db.update(Delivery).where(
-            Delivery.id == delivery_id,
-            or_(Delivery.status == "pending",
-                and_(Delivery.status == "failed", Delivery.next_attempt_at.is_not(None),
-                     Delivery.next_attempt_at <= now + timedelta(seconds=1))))
-        .values(status="sending", attempts=Delivery.attempts + 1, lease_expires_at=now + lease,
-                updated_at=now)
+            Delivery.id == delivery_id, moving(S.SENDING, S.PENDING, S.FAILED),
+            or_(Delivery.status == S.PENDING,
+                Delivery.next_attempt_at <= now + timedelta(seconds=1)))
+        .values(status=str(S.SENDING), attempts=Delivery.attempts + 1,
+                lease_expires_at=now + lease, updated_at=now)
         .returning(Delivery),
         execution_options={"synchronize_session": False}).first()
     # the row as the UPDATE returned it: reading it back after the commit would say the same
@@ -163,7 +263,7 @@ class Heartbeat:
                 try:
                     with self._engine.begin() as conn:
                         found = conn.execute(db.update(table).where(
-                            table.c.id == self.delivery_id, table.c.status == "sending",
+                            table.c.id == self.delivery_id, table.c.status == S.SENDING,
                             table.c.lease_expires_at == self.lease).values(
                             lease_expires_at=renewed)).rowcount
                 except Exception:  # the database is away: the lease may lapse, try again
@@ -175,16 +275,17 @@ class Heartbeat:
                 self.lease = renewed
 
 
-def _settle(delivery_id: int, lease, status: str, **values) -> None:
+def _settle(delivery_id: int, lease, status: DeliveryStatus, **values) -> None:
     """Record the outcome, only if this claim still holds the row: a worker that outlived its
     lease (beat handed the row to another) must not overwrite the newer outcome."""
     if isinstance(lease, Heartbeat):
         lease = lease.stop()
+    sources_of(status, S.SENDING)
     table = Delivery.__table__
     db.session.execute(db.update(table).where(
-        table.c.id == delivery_id, table.c.status == "sending",
+        table.c.id == delivery_id, table.c.status == S.SENDING,
         table.c.lease_expires_at == lease).values(
-        status=status, lease_expires_at=None, updated_at=utcnow(), **values))
+        status=str(status), lease_expires_at=None, updated_at=utcnow(), **values))
     db.session.commit()
 
 
@@ -221,15 +322,15 @@ def _drive_side_effect(delivery_id: int, row: Delivery, attempts: int, lease: He
         external_id = side_effect(row)
     except Defer as defer:
         db.session.rollback()
-        _settle(delivery_id, lease, "pending", attempts=Delivery.attempts - 1,
+        _settle(delivery_id, lease, S.PENDING, attempts=Delivery.attempts - 1,
                 next_attempt_at=utcnow() + timedelta(seconds=defer.delay))
         return _Deferred(defer.delay)
     except Skip as skip:
         db.session.rollback()
-        _settle(delivery_id, lease, "skipped", last_error=skip.reason, next_attempt_at=None)
+        _settle(delivery_id, lease, S.SKIPPED, last_error=skip.reason, next_attempt_at=None)
     except Permanent as error:
         db.session.rollback()
-        _settle(delivery_id, lease, "failed", last_error=error.reason, next_attempt_at=None)
+        _settle(delivery_id, lease, S.DEAD, last_error=error.reason, next_attempt_at=None)
     except Retryable as error:
         db.session.rollback()
         retry_in = _failed(delivery_id, lease, attempts, error.reason, error.retry_after,
@@ -241,7 +342,7 @@ def _drive_side_effect(delivery_id: int, row: Delivery, attempts: int, lease: He
                            f"unexpected error: {error.__class__.__name__}",
                            None, policy)
     else:
-        _settle(delivery_id, lease, "sent", external_id=external_id, sent_at=utcnow(),
+        _settle(delivery_id, lease, S.SENT, external_id=external_id, sent_at=utcnow(),
                 last_error=None, next_attempt_at=None)
     return retry_in
 
@@ -250,14 +351,14 @@ def _failed(delivery_id: int, lease, attempts: int, reason: str, retry_after: fl
             policy: RetryPolicy) -> float | None:
     max_attempts = min(policy.max_attempts, current_app.config["DELIVERY_MAX_ATTEMPTS"])
     if attempts >= max_attempts:
-        _settle(delivery_id, lease, "dead",
+        _settle(delivery_id, lease, S.DEAD,
                 last_error=f"gave up after {attempts} attempts: {reason}",
                 next_attempt_at=None)
         return None
     delay = policy.delay(attempts, retry_after) * current_app.config["DELIVERY_BACKOFF_SCALE"]
     if retry_after:
         delay = max(delay, retry_after)
-    _settle(delivery_id, lease, "failed", last_error=reason,
+    _settle(delivery_id, lease, S.FAILED, last_error=reason,
             next_attempt_at=utcnow() + timedelta(seconds=delay))
     return delay
 
@@ -282,11 +383,11 @@ def take_due(now, pending_grace: timedelta, limit: int = 1000) -> list[Delivery]
     task can take it; the next beat runs leave it alone for a grace period, and a row that
     was pending already for as long again as it has waited, so a backlog in the queue does
     not grow by a copy of every waiting row each run."""
-    is_due = or_(
-        and_(Delivery.status == "failed", Delivery.next_attempt_at <= now),
-        and_(Delivery.status == "pending", Delivery.next_attempt_at <= now - pending_grace),
-        and_(Delivery.status == "sending", Delivery.lease_expires_at < now),
-    )
+    is_due = and_(moving(S.PENDING, S.FAILED, S.PENDING, S.SENDING), or_(
+        and_(Delivery.status == S.FAILED, Delivery.next_attempt_at <= now),
+        and_(Delivery.status == S.PENDING, Delivery.next_attempt_at <= now - pending_grace),
+        and_(Delivery.status == S.SENDING, Delivery.lease_expires_at < now),
+    ))
     # SKIP LOCKED: a row a worker is claiming right now is not waited for, and the outer
     # UPDATE repeats the conditions: should the row change before it is locked, Postgres
     # re-checks them on its new version (not the subquery's), so a row just claimed is left
@@ -294,11 +395,11 @@ def take_due(now, pending_grace: timedelta, limit: int = 1000) -> list[Delivery]
     due = db.select(Delivery.id).where(is_due).order_by(
         Delivery.next_attempt_at.nulls_first(), Delivery.id).limit(limit).with_for_update(
         skip_locked=True)
-    next_attempt_at = case((Delivery.status == "pending", func.least(
+    next_attempt_at = case((Delivery.status == S.PENDING, func.least(
         now + (now - Delivery.created_at), now + REHAND_PENDING_AT_MOST_EVERY)), else_=now)
     taken = db.session.execute(db.update(Delivery).where(Delivery.id.in_(due.scalar_subquery()),
                                                          is_due)
-                               .values(status="pending", next_attempt_at=next_attempt_at,
+                               .values(status=str(S.PENDING), next_attempt_at=next_attempt_at,
                                        lease_expires_at=None, updated_at=now)
                                .returning(Delivery.id, Delivery.channel)).all()
     db.session.commit()
@@ -313,8 +414,8 @@ def bury_exhausted(now, max_attempts: dict[str, int] | None = None) -> int:
         and_(Delivery.channel == channel, Delivery.attempts >= min(limit, cap))
         for channel, limit in (max_attempts or {}).items()))
     result = db.session.execute(db.update(Delivery).where(
-        Delivery.status == "sending", Delivery.lease_expires_at < now, exhausted,
-    ).values(status="dead", lease_expires_at=None, updated_at=now,
+        moving(S.DEAD, S.SENDING), Delivery.lease_expires_at < now, exhausted,
+    ).values(status=str(S.DEAD), lease_expires_at=None, updated_at=now,
              last_error="gave up: the worker stopped during every attempt"))
     db.session.commit()
     return result.rowcount

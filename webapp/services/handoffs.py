@@ -15,6 +15,7 @@ from webapp.errors import ApiError, not_found
 from webapp.extensions import db
 from webapp.models import Account, AiSession, Delivery, Handoff, SessionMessage, User
 from webapp.models.base import utcnow
+from webapp.services import deliveries
 from webapp.services.queue import enqueue
 from webapp.services.recipients import escalation_recipients
 from webapp.services.transactions import commit_keeping_loaded
@@ -119,7 +120,8 @@ def delivery_values(handoff: Handoff, escalator: User) -> list[dict]:
 
     def row(channel: str, recipient: str, user_id: int | None = None) -> dict:
         return {"handoff_id": handoff.id, "account_id": handoff.account_id, "channel": channel,
-                "recipient": recipient, "recipient_user_id": user_id, "status": "pending",
+                "recipient": recipient, "recipient_user_id": user_id,
+                "status": str(deliveries.DeliveryStatus.PENDING),
                 "attempts": 0, "next_attempt_at": now}
 
     rows = [row("assessment", "assessment")]
@@ -261,9 +263,7 @@ def announce_update(row: Delivery) -> None:
 
 def skip_unsent(handoff: Handoff, reason: str) -> None:
     """Emails and PSA notes not yet sent are no longer wanted."""
-    db.session.execute(db.update(Delivery).where(
-        Delivery.handoff_id == handoff.id, Delivery.channel.in_(("email", "psa")),
-        Delivery.status.in_(("pending", "failed"))).values(status="skipped", last_error=reason))
+    deliveries.skip_waiting(handoff.id, ("email", "psa"), reason)
 
 
 # ---- how a handoff reads --------------------------------------------------------------------
@@ -283,10 +283,8 @@ def channel_rows(handoff_ids: list[int]) -> dict[tuple[int, str], Delivery]:
 
 def assessment_view(handoff: Handoff, row: Delivery | None) -> dict:
     data = handoff.assessment or {}
-    status = "skipped" if row is None else {"sent": "ready", "dead": "failed",
-                                            "sending": "pending"}.get(row.status, row.status)
-    if handoff.assessment:
-        status = "ready"
+    status = deliveries.assessment_status(row.status if row is not None else None,
+                                          ready=bool(handoff.assessment))
     return {"status": status, "summary": data.get("summary"),
             "likely_causes": data.get("likely_causes", []),
             "next_steps": data.get("next_steps", []), "confidence": data.get("confidence"),
@@ -296,10 +294,11 @@ def assessment_view(handoff: Handoff, row: Delivery | None) -> dict:
 
 def psa_view(handoff: Handoff, row: Delivery | None) -> dict:
     if row is None:
-        return {"status": "skipped", "ticket_id": handoff.snapshot.get("psa_ticket_id"),
+        return {"status": deliveries.psa_status(None),
+                "ticket_id": handoff.snapshot.get("psa_ticket_id"),
                 "note_id": None, "attempts": 0, "last_error": None}
-    status = "pending" if row.status == "sending" else row.status
-    return {"status": status, "ticket_id": handoff.snapshot.get("psa_ticket_id"),
+    return {"status": deliveries.psa_status(row.status),
+            "ticket_id": handoff.snapshot.get("psa_ticket_id"),
             "note_id": row.external_id, "attempts": row.attempts, "last_error": row.last_error}
 
 

@@ -26,7 +26,7 @@ from webapp.integrations.psa import (
 from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
 from webapp.redis_client import get_redis, key
-from webapp.services import psa_settings
+from webapp.services import deliveries, psa_settings
 from webapp.services.deliveries import Defer, Permanent, Retryable, Skip
 
 log = logging.getLogger(__name__)
@@ -120,13 +120,9 @@ def compose_note(handoff: Handoff) -> str:
 def _assessment_settled(handoff: Handoff) -> bool:
     """True once no assessment is coming: done, skipped, given up, or failed for good. A
     failure that will be retried (next_attempt_at set) is still on its way."""
-    found = db.session.execute(db.select(Delivery.status, Delivery.next_attempt_at).where(
-        Delivery.handoff_id == handoff.id, Delivery.channel == "assessment")).first()
-    if found is None:
-        return True
-    status, next_attempt_at = found
-    return status in ("sent", "dead", "skipped") or (
-        status == "failed" and next_attempt_at is None)
+    status = db.session.scalar(db.select(Delivery.status).where(
+        Delivery.handoff_id == handoff.id, Delivery.channel == "assessment"))
+    return status is None or deliveries.is_settled(status)
 
 
 def _busy_delay(account_id: int, retry_after: float | None) -> float:
@@ -152,7 +148,8 @@ def _slot_delay(account_id: int) -> float:
 def _deferred_pushes(account_id: int) -> int:
     return db.session.scalar(db.select(func.count(Delivery.id)).where(
         Delivery.account_id == account_id, Delivery.channel == "psa",
-        Delivery.status == "pending", Delivery.next_attempt_at > utcnow()))
+        Delivery.status == deliveries.DeliveryStatus.PENDING,
+        Delivery.next_attempt_at > utcnow()))
 
 
 def _may_have_posted(row: Delivery) -> bool:

@@ -1,0 +1,22 @@
+"""Rules of the layout that a grep can hold: the code keeps them as it grows."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STATUS_LITERAL = re.compile(r"""["'](pending|sending|sent|failed|dead|skipped)["']""")
+
+
+def python_files(*folders):
+    for folder in folders:
+        yield from (ROOT / folder).rglob("*.py")
+
+
+def test_delivery_statuses_are_written_only_through_the_state_machine():
+    """No delivery status literal outside webapp/services/deliveries.py and the models."""
+    allowed = {ROOT / "webapp" / "services" / "deliveries.py"}
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for path in python_files("webapp", "tasks")
+             if path not in allowed and "models" not in path.parts
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if STATUS_LITERAL.search(line)]
+    assert found == []
