@@ -7,13 +7,14 @@ import secrets
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PASSWORD = "correct-horse-battery"
@@ -100,6 +101,25 @@ def app(app_env):
     with app.app_context():
         upgrade()
     return app
+
+
+_engines_used: weakref.WeakSet = weakref.WeakSet()
+
+
+@event.listens_for(Engine, "engine_connect")
+def _remember_engine(connection) -> None:
+    _engines_used.add(connection.engine)
+
+
+@pytest.fixture(autouse=True)
+def close_idle_connections():
+    """Tests build apps of their own (each with a pool); once a test is over, the idle
+    connections of every engine it used are closed, so the run stays well under the
+    server's max_connections however many apps it made."""
+    yield
+    for engine in list(_engines_used):
+        engine.dispose()
+    _engines_used.clear()
 
 
 @pytest.fixture(autouse=True)
