@@ -7,17 +7,11 @@ from datetime import timedelta
 from celery import shared_task
 from flask import current_app
 
-from tasks import assessment, notifications, psa
 from webapp.models.base import utcnow
 from webapp.redis_client import get_redis, key
-from webapp.services import deliveries, tokens
+from webapp.services import channels, deliveries, tokens
 from webapp.services.locks import single_run
 from webapp.services.queue import enqueue
-
-# each channel's own retry budget also bounds the attempts a dying worker may use up
-MAX_ATTEMPTS_BY_CHANNEL = {"assessment": assessment.RETRY.max_attempts,
-                           "psa": psa.RETRY.max_attempts,
-                           "email": notifications.RETRY.max_attempts}
 
 
 @shared_task(name="maintenance.heartbeat")
@@ -48,9 +42,10 @@ def redeliver_due() -> int:
 
 
 def redeliver(now) -> int:
-    deliveries.bury_exhausted(now, MAX_ATTEMPTS_BY_CHANNEL)
+    # each channel's own retry budget also bounds the attempts a dying worker may use up
+    deliveries.bury_exhausted(now, channels.max_attempts())
     grace = timedelta(seconds=current_app.config["DELIVERY_PENDING_GRACE_SECONDS"])
     due = deliveries.take_due(now, grace)
     for row in due:
-        enqueue(deliveries.TASK_FOR_CHANNEL[row.channel], row.id)
+        enqueue(channels.channel(row.channel).task, row.id)
     return len(due)

@@ -4,17 +4,15 @@ import logging
 from celery import shared_task
 
 from webapp.extensions import db
-from webapp.services import deliveries, notifications
+from webapp.services import channels
 
 log = logging.getLogger(__name__)
-
-RETRY = deliveries.RetryPolicy(base=5.0, cap=600.0, max_attempts=8)
 
 
 @shared_task(name="notifications.send_email", acks_late=True)
 def send_email(delivery_id: int) -> None:
     """Email one recipient about an escalation, once, however often this task runs."""
-    deliveries.drive(send_email.name, delivery_id, notifications.send_escalation_email, RETRY)
+    channels.drive("email", delivery_id)
 
 
 @shared_task(name="notifications.send_emails", acks_late=True)
@@ -25,8 +23,7 @@ def send_emails(delivery_ids: list[int]) -> None:
     a killed worker, still sends each email once."""
     for delivery_id in delivery_ids:
         try:
-            deliveries.drive(send_email.name, delivery_id,
-                             notifications.send_escalation_email, RETRY)
+            channels.drive("email", delivery_id)
         except Exception:  # e.g. the database went away: beat re-enqueues this row; go on
             log.exception("email delivery %s not driven; left for redelivery", delivery_id)
             db.session.remove()

@@ -20,3 +20,16 @@ def test_delivery_statuses_are_written_only_through_the_state_machine():
              for number, line in enumerate(path.read_text().splitlines(), 1)
              if STATUS_LITERAL.search(line)]
     assert found == []
+
+
+def test_the_channel_registry_names_every_channel_the_database_allows_and_their_tasks(app):
+    from webapp.models.handoffs import CHANNELS
+    from webapp.services.channels import REGISTRY
+    assert set(REGISTRY) == set(CHANNELS)
+    celery = app.extensions["celery"]
+    celery.loader.import_default_modules()
+    for channel in REGISTRY.values():
+        assert channel.task in celery.tasks, channel.task
+        assert channel.group_task is None or channel.group_task in celery.tasks
+        assert channel.policy.max_attempts >= 1
+

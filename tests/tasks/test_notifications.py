@@ -122,9 +122,9 @@ def test_a_title_with_a_header_injection_emails_every_senior_once_and_nobody_els
 def test_a_bad_header_is_a_permanent_failure_with_a_reason(app, app_env, tenant):
     """Should a line break reach a header some other way, the row ends with its reason
     instead of being retried for nothing."""
-    from tasks import notifications as email_tasks
     from tests.tasks.test_redelivery import undispatched_handoff
     from webapp.services import deliveries, notifications
+    from webapp.services.channels import channel
     handoff_id = undispatched_handoff(app_env, tenant)
     [row] = [r for r in email_rows(app, handoff_id)][:1]
     compose = notifications.compose
@@ -137,7 +137,8 @@ def test_a_bad_header_is_a_permanent_failure_with_a_reason(app, app_env, tenant)
     notifications.compose = with_bad_header
     try:
         with app.app_context():
-            deliveries.run(row.id, notifications.send_escalation_email, email_tasks.RETRY)
+            deliveries.run(row.id, notifications.send_escalation_email,
+                           channel("email").policy)
     finally:
         notifications.compose = compose
     [settled] = [r for r in email_rows(app, handoff_id) if r.id == row.id]

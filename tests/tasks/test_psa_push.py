@@ -8,7 +8,6 @@ from datetime import timedelta
 import pytest
 
 from tasks import maintenance
-from tasks import psa as psa_tasks
 from tests.api.test_handoffs import hand_off, new_session
 from tests.conftest import app_config, artifacts_dir, wait_for
 from tests.servers import psa as fake
@@ -20,6 +19,7 @@ from webapp.integrations.psa.limits import MAX_WAIT
 from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
 from webapp.services import deliveries, psa_push
+from webapp.services.channels import channel
 
 PROVIDERS = ["connectwise", "autotask", "halopsa"]
 NOTE_PATH = {"connectwise": "/notes", "autotask": "/notes", "halopsa": "/api/actions"}
@@ -282,7 +282,7 @@ def offline_handoff(offline_client, tenant, ticket="1001", **fields) -> int:
 def push(app, row_id: int) -> float | None:
     """One run of the PSA row, as the task body runs it."""
     with app.app_context():
-        return deliveries.run(row_id, psa_push.push_note, psa_tasks.RETRY)
+        return deliveries.run(row_id, psa_push.push_note, channel("psa").policy)
 
 
 def set_assessment(app, handoff_id: int, **values) -> None:

@@ -151,9 +151,9 @@ def test_rows_that_keep_killing_workers_end_dead(app, app_env, client, tenant):
 def test_a_channel_with_a_smaller_budget_ends_dead_sooner(app, app_env, tenant):
     """The assessment allows 3 attempts: 3 killed workers bury it, while an email row with
     as many is handed back for another try."""
-    from tasks import assessment
+    from webapp.services.channels import channel
     handoff_id = undispatched_handoff(app_env, tenant)
-    budget = assessment.RETRY.max_attempts
+    budget = channel("assessment").policy.max_attempts
     assert budget < app.config["DELIVERY_MAX_ATTEMPTS"]
     with app.app_context():
         db.session.execute(db.update(Delivery).where(

@@ -118,13 +118,6 @@ def psa_status(status: str | None) -> str:
     return str(S.PENDING) if status == S.SENDING else str(S(status))
 
 
-TASK_FOR_CHANNEL = {
-    "assessment": "assessment.assess_handoff",
-    "psa": "psa.push_handoff",
-    "email": "notifications.send_email",
-}
-
-
 def to_dict(row: Delivery) -> dict:
     return {"id": row.id, "channel": row.channel, "recipient": row.recipient,
             "status": row.status, "attempts": row.attempts, "last_error": row.last_error,
@@ -153,7 +146,9 @@ def retry(handoff: Handoff, delivery_id: int) -> Delivery:
         updated_at=utcnow()))
     db.session.commit()
     db.session.refresh(row)
-    enqueue(TASK_FOR_CHANNEL[row.channel], row.id)
+    # the registry builds on this module (its policies), so it is read here, not imported above
+    from webapp.services.channels import channel
+    enqueue(channel(row.channel).task, row.id)
     return row
 
 

@@ -1,0 +1,55 @@
+"""The delivery channels: what each one sends, through which task, with which attempt budget
+and backoff. Dispatch, beat, the retry endpoint and the attempt budgets all read this one
+registry; a new channel is its side-effect module, its task, and one line here."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from webapp.models import Delivery
+from webapp.services import assessments, deliveries, notifications, psa_push
+from webapp.services.deliveries import RetryPolicy
+from webapp.services.handoffs import announce_update
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    task: str                                     # the Celery task driving one row
+    policy: RetryPolicy
+    side_effect: Callable[[Delivery], str | None]
+    on_settled: Callable[[Delivery], None] | None = None
+    group_task: str | None = None                 # rows sent in groups by this task
+    group_size: int = 1
+
+
+# in dispatch order: the assessment first (the PSA note waits a little for it; emails don't)
+REGISTRY: dict[str, Channel] = {channel.name: channel for channel in (
+    # a few quick tries: the team is waiting, and a senior can work without it
+    Channel("assessment", "assessment.assess_handoff", RetryPolicy(2.0, 60.0, 3),
+            assessments.assess, on_settled=announce_update),
+    # Emails go out in groups of rows per task: receiving, running and acknowledging a task
+    # cost the worker more than sending one email does; groups this small still give each
+    # of the worker's threads a share, each on its own SMTP connection.
+    Channel("email", "notifications.send_email", RetryPolicy(5.0, 600.0, 8),
+            notifications.send_escalation_email, group_task="notifications.send_emails",
+            group_size=8),
+    Channel("psa", "psa.push_handoff", RetryPolicy(5.0, 600.0, 8), psa_push.push_note,
+            on_settled=announce_update),
+)}
+
+
+def channel(name: str) -> Channel:
+    return REGISTRY[name]
+
+
+def drive(name: str, delivery_id: int) -> None:
+    """Run one row of the channel: claim, side effect, outcome, next try."""
+    found = REGISTRY[name]
+    deliveries.drive(found.task, delivery_id, found.side_effect, found.policy,
+                     on_settled=found.on_settled)
+
+
+def max_attempts() -> dict[str, int]:
+    """Each channel's own attempt budget, which also bounds what dying workers may use up."""
+    return {name: found.policy.max_attempts for name, found in REGISTRY.items()}
