@@ -33,3 +33,30 @@ def test_the_channel_registry_names_every_channel_the_database_allows_and_their_
         assert channel.group_task is None or channel.group_task in celery.tasks
         assert channel.policy.max_attempts >= 1
 
+
+
+def test_services_speak_the_domain_not_http():
+    """webapp/services raises its own errors (webapp/services/errors.py) and imports nothing
+    from Flask's request side; webapp/errors.py maps them to the one error shape."""
+    request_side = re.compile(r"from flask import .*\b(request|g|abort|jsonify)\b|ApiError")
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for path in python_files("webapp/services")
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if request_side.search(line)]
+    assert found == []
+
+
+def test_domain_errors_answer_in_the_one_error_shape(app):
+    from webapp.errors import STATUS_OF
+    from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
+    with app.test_request_context():
+        handler = app.error_handler_spec[None][None]
+        answer = next(fn for kind, fn in handler.items() if kind.__name__ == "DomainError")
+        for error, status, code in ((NotFound("handoff"), 404, "not_found"),
+                                    (Forbidden("no"), 403, "forbidden"),
+                                    (Conflict("already_claimed", "taken", {"by": 1}), 409,
+                                     "already_claimed"),
+                                    (Invalid("bad"), 422, "validation_error")):
+            response = answer(error)
+            assert response.status_code == status == STATUS_OF[type(error)]
+            assert response.get_json()["error"]["code"] == code

@@ -10,6 +10,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from webapp.services.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+
 log = logging.getLogger(__name__)
 
 CODES_BY_STATUS = {
@@ -94,7 +96,16 @@ class ErrorShapeApi(Api):
         return response
 
 
+STATUS_OF = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 422}
+
+
 def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def _domain_error(error: DomainError):
+        status = next((code for kind, code in STATUS_OF.items() if isinstance(error, kind)),
+                      400)
+        return error_response(status, error.code, error.message, error.details)
+
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):
         response = error_response(error.status, error.code, error.message, error.details)

@@ -12,10 +12,10 @@ from enum import StrEnum
 from flask import current_app
 from sqlalchemy import and_, case, func, or_
 
-from webapp.errors import ApiError, not_found
 from webapp.extensions import db
 from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
+from webapp.services.errors import Conflict, NotFound
 from webapp.services.queue import enqueue
 from webapp.services.transactions import commit_keeping_loaded
 
@@ -136,9 +136,9 @@ def retry(handoff: Handoff, delivery_id: int) -> Delivery:
         Delivery.id == delivery_id, Delivery.handoff_id == handoff.id,
         Delivery.account_id == handoff.account_id).with_for_update()).one_or_none()
     if row is None:
-        raise not_found("delivery")
+        raise NotFound("delivery")
     if row.status not in (S.FAILED, S.DEAD):
-        raise ApiError(409, "not_retryable",
+        raise Conflict("not_retryable",
                        f"only failed or dead deliveries can be retried; this one is {row.status}")
     db.session.execute(db.update(Delivery).where(
         Delivery.id == row.id, moving(S.PENDING, S.FAILED, S.DEAD)).values(

@@ -11,11 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from webapp import live
-from webapp.errors import ApiError, not_found
 from webapp.extensions import db
 from webapp.models import Account, AiSession, Delivery, Handoff, SessionMessage, User
 from webapp.models.base import utcnow
 from webapp.services import deliveries
+from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 from webapp.services.queue import enqueue
 from webapp.services.recipients import escalation_recipients
 from webapp.services.transactions import commit_keeping_loaded
@@ -74,15 +74,14 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
         AiSession.id == session_id, AiSession.account_id == user.account_id,
     ).with_for_update(of=AiSession)).one_or_none()
     if found is None:
-        raise not_found("session")
+        raise NotFound("session")
     session, open_handoff_id = found
     if user.role == "viewer" or (session.owner_id != user.id and not user.is_admin):
-        raise ApiError(403, "forbidden",
-                       "only the session's owner or an admin may hand it off")
+        raise Forbidden("only the session's owner or an admin may hand it off")
     if session.status == "closed":
-        raise ApiError(409, "session_closed", "the session is closed")
+        raise Conflict("session_closed", "the session is closed")
     if open_handoff_id is not None:
-        raise ApiError(409, "open_handoff_exists", "the session already has an open handoff",
+        raise Conflict("open_handoff_exists", "the session already has an open handoff",
                        {"handoff_id": open_handoff_id})
 
     handoff = Handoff(account_id=user.account_id, session=session, intent=intent,
@@ -101,7 +100,7 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
         # above saw the session as it was when the statement began)
         db.session.rollback()
         existing = _open_handoff_id(session_id)
-        raise ApiError(409, "open_handoff_exists", "the session already has an open handoff",
+        raise Conflict("open_handoff_exists", "the session already has an open handoff",
                        {"handoff_id": existing} if existing is not None else None) from None
     # the assessment and PSA rows as written, so the answer and the event need not read them
     handoff.written_channel_rows = {
@@ -149,7 +148,7 @@ def get_visible(user: User, handoff_id: int, *, for_update: bool = False) -> Han
         query = query.with_for_update()
     handoff = db.session.scalars(query).one_or_none()
     if handoff is None:
-        raise not_found("handoff")
+        raise NotFound("handoff")
     return handoff
 
 
@@ -168,7 +167,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
             raise ValueError("cursor out of range")
         return created_at, handoff_id
     except (ValueError, TypeError, OverflowError) as error:
-        raise ApiError(422, "validation_error", "cursor: not a valid cursor",
+        raise Invalid("cursor: not a valid cursor",
                        {"cursor": ["Not a valid cursor."]}) from error
 
 
@@ -204,12 +203,12 @@ def claim(user: User, handoff_id: int) -> Handoff:
         db.session.rollback()
         handoff = get_visible(user, handoff_id)
         if handoff.intent != "escalate":
-            raise ApiError(409, "not_an_escalation", "only escalations can be claimed")
+            raise Conflict("not_an_escalation", "only escalations can be claimed")
         if handoff.status == "claimed":
             claimer = db.session.get(User, handoff.claimed_by)
-            raise ApiError(409, "already_claimed", "the escalation is already claimed",
+            raise Conflict("already_claimed", "the escalation is already claimed",
                            {"claimed_by": {"id": claimer.id, "name": claimer.name}})
-        raise ApiError(409, "handoff_closed", f"the escalation was {handoff.status}")
+        raise Conflict("handoff_closed", f"the escalation was {handoff.status}")
     db.session.execute(db.update(AiSession).where(AiSession.id == won.session_id)
                        .values(status="active", owner_id=user.id, updated_at=utcnow()))
     db.session.commit()
@@ -222,11 +221,11 @@ def resume(user: User, handoff_id: int) -> Handoff:
     """The parker picks their parked session back up."""
     handoff = get_visible(user, handoff_id, for_update=True)
     if handoff.intent != "park":
-        raise ApiError(409, "not_a_park", "only a parked session can be resumed")
+        raise Conflict("not_a_park", "only a parked session can be resumed")
     if handoff.created_by != user.id:
-        raise ApiError(403, "forbidden", "only the user who parked it may resume it")
+        raise Forbidden("only the user who parked it may resume it")
     if handoff.status != "open":
-        raise ApiError(409, "handoff_closed", f"the handoff was {handoff.status}")
+        raise Conflict("handoff_closed", f"the handoff was {handoff.status}")
     handoff.status, handoff.closed_at = "resumed", utcnow()
     handoff.session.status = "active"
     skip_unsent(handoff, "handoff resumed")
@@ -238,14 +237,14 @@ def cancel(user: User, handoff_id: int) -> Handoff:
     """The escalator (or an admin) withdraws an escalation nobody has claimed."""
     handoff = get_visible(user, handoff_id, for_update=True)
     if handoff.intent != "escalate":
-        raise ApiError(409, "not_an_escalation", "only escalations can be cancelled")
+        raise Conflict("not_an_escalation", "only escalations can be cancelled")
     if handoff.created_by != user.id and not user.is_admin:
-        raise ApiError(403, "forbidden", "only the escalator or an admin may cancel it")
+        raise Forbidden("only the escalator or an admin may cancel it")
     if handoff.status == "claimed":
-        raise ApiError(409, "already_claimed", "the escalation is already claimed",
+        raise Conflict("already_claimed", "the escalation is already claimed",
                        {"claimed_by": {"id": handoff.claimer.id, "name": handoff.claimer.name}})
     if handoff.status != "open":
-        raise ApiError(409, "handoff_closed", f"the escalation was {handoff.status}")
+        raise Conflict("handoff_closed", f"the escalation was {handoff.status}")
     handoff.status, handoff.closed_at = "cancelled", utcnow()
     handoff.session.status = "active"
     skip_unsent(handoff, "escalation cancelled")
