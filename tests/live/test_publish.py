@@ -7,6 +7,8 @@ import time
 from tests.conftest import app_config
 from webapp import create_app, live
 from webapp.embedded import free_port
+from webapp.live import hub as live_hub
+from webapp.live.publish import KEEPALIVE
 from webapp.redis_client import get_redis
 
 
@@ -156,7 +158,7 @@ def test_an_access_change_makes_open_streams_check_at_once(app, tenant):
 def test_the_hubs_subscription_connection_has_tcp_keepalive(app):
     import socket
     with app.app_context():
-        client = live._hub_client(get_redis())
+        client = live_hub._hub_client(get_redis())
         pubsub = client.pubsub()
         try:
             pubsub.subscribe("keepalive-probe")
@@ -184,7 +186,7 @@ def test_checks_asked_for_by_logouts_do_not_count_towards_ending_a_stream(app, t
             for told in range(1, 5):
                 live.announce_access_change(tenant.account_id)
                 for _ in range(3):                      # the notice may take a tick to come
-                    assert next(frames) == live.KEEPALIVE   # still streaming
+                    assert next(frames) == KEEPALIVE   # still streaming
                     if len(calls) == told:
                         break
                 assert len(calls) == told

@@ -9,7 +9,9 @@ import time
 from tests.conftest import app_config
 from tests.live.conftest import KEEPALIVE_SECONDS, STREAM_PATH, new_escalation
 from webapp import create_app, live
+from webapp.api import stream as stream_view
 from webapp.embedded import free_port
+from webapp.redis_client import get_redis
 
 
 def handoff_ids(events):
@@ -91,7 +93,7 @@ def test_events_carry_their_stream_id_type_and_handoff_summary(app, web, http, s
     events = stream.events[1:]
     with app.app_context():
         stored = {entry_id.decode(): fields for entry_id, fields in
-                  live.get_redis().xrange(live.stream_key(tenant.account_id))}
+                  get_redis().xrange(live.stream_key(tenant.account_id))}
     assert [e.id for e in events] == list(stored)[:len(events)]
     for event in events:
         body = event.json()
@@ -267,7 +269,7 @@ def test_a_stream_that_fails_on_the_way_gives_back_its_subscription_and_slot(
             hub_counts.append(live.get_hub().subscriber_count())
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(live, "Message", broken_message)
+    monkeypatch.setattr(stream_view, "Message", broken_message)
     response = open_in_process(failing, tenant.headers("engineer"))
     assert response.status_code == 500
     assert hub_counts == [1]           # it had subscribed
