@@ -6,23 +6,6 @@ import json
 import click
 from flask import Flask
 
-from webapp.extensions import db
-
-
-def create_account(name: str, owner_email: str, owner_name: str, owner_password: str):
-    """Create a tenant and its owner; returns (account, owner)."""
-    from webapp.auth import hash_password
-    from webapp.models import Account, User
-
-    account = Account(name=name)
-    db.session.add(account)
-    db.session.flush()
-    owner = User(account_id=account.id, email=owner_email, name=owner_name, role="owner",
-                 password_hash=hash_password(owner_password))
-    db.session.add(owner)
-    db.session.commit()
-    return account, owner
-
 
 def register(app: Flask) -> None:
     @app.cli.command("create-account")
@@ -33,6 +16,8 @@ def register(app: Flask) -> None:
     def create_account_command(name, owner_email, owner_name, owner_password):
         """Create an account (tenant) with its owner; prints one JSON line."""
         from sqlalchemy.exc import IntegrityError
+
+        from webapp.services.accounts import create_account
         if len(owner_password) < 8:
             raise click.BadParameter("must be at least 8 characters", param_hint="--owner-password")
         try:

@@ -135,8 +135,9 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def _rollback() -> None:
-    from webapp.extensions import db
+    # the app's Flask-SQLAlchemy, found through the app: this module is imported by
+    # webapp.extensions, so it does not import it back
     try:
-        db.session.rollback()
+        current_app.extensions["sqlalchemy"].session.rollback()
     except Exception:  # the connection may be gone too; the answer matters more
         log.debug("rollback failed", exc_info=True)

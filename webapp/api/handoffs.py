@@ -4,7 +4,7 @@ from marshmallow import Schema
 from webapp import auth
 from webapp.api.bodies import Blueprint
 from webapp.api.schemas import NotBlank, StrictSchema, fields, validate
-from webapp.services import deliveries
+from webapp.services import channels, deliveries
 from webapp.services import handoffs as service
 
 bp = Blueprint("handoffs", __name__, description="Handoffs: park, escalate, claim")
@@ -160,4 +160,4 @@ def list_deliveries(handoff_id: int):
 @bp.response(202, DeliverySchema)
 def retry_delivery(handoff_id: int, delivery_id: int):
     handoff = service.get_visible(auth.current_user(), handoff_id)
-    return deliveries.to_dict(deliveries.retry(handoff, delivery_id))
+    return deliveries.to_dict(channels.retry(handoff, delivery_id))

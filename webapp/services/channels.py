@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from webapp.models import Delivery
+from webapp.models import Delivery, Handoff
 from webapp.services import assessments, deliveries, notifications, psa_push
 from webapp.services.deliveries import RetryPolicy
 from webapp.services.handoffs import announce_update
+from webapp.services.queue import enqueue
 
 
 @dataclass(frozen=True)
@@ -53,3 +54,10 @@ def drive(name: str, delivery_id: int) -> None:
 def max_attempts() -> dict[str, int]:
     """Each channel's own attempt budget, which also bounds what dying workers may use up."""
     return {name: found.policy.max_attempts for name, found in REGISTRY.items()}
+
+
+def retry(handoff: Handoff, delivery_id: int) -> Delivery:
+    """An admin re-queues a failed or dead delivery with a fresh attempt budget."""
+    row = deliveries.reset_for_retry(handoff, delivery_id)
+    enqueue(REGISTRY[row.channel].task, row.id)
+    return row

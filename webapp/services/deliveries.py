@@ -130,8 +130,9 @@ def for_handoff(handoff: Handoff) -> list[Delivery]:
         Delivery.handoff_id == handoff.id).order_by(Delivery.id)))
 
 
-def retry(handoff: Handoff, delivery_id: int) -> Delivery:
-    """An admin re-queues a failed or dead delivery with a fresh attempt budget."""
+def reset_for_retry(handoff: Handoff, delivery_id: int) -> Delivery:
+    """An admin's retry: a failed or dead delivery back to `pending` with a fresh attempt
+    budget (committed); NotFound / Conflict otherwise. The caller enqueues its task."""
     row = db.session.scalars(db.select(Delivery).where(
         Delivery.id == delivery_id, Delivery.handoff_id == handoff.id,
         Delivery.account_id == handoff.account_id).with_for_update()).one_or_none()
@@ -146,9 +147,6 @@ def retry(handoff: Handoff, delivery_id: int) -> Delivery:
         updated_at=utcnow()))
     db.session.commit()
     db.session.refresh(row)
-    # the registry builds on this module (its policies), so it is read here, not imported above
-    from webapp.services.channels import channel
-    enqueue(channel(row.channel).task, row.id)
     return row
 
 
