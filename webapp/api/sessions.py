@@ -1,5 +1,7 @@
 """AI troubleshooting sessions: create, read, and append to the transcript."""
+from flask import current_app
 from marshmallow import Schema
+from sqlalchemy import func
 
 from webapp import auth
 from webapp.api.bodies import Blueprint
@@ -82,8 +84,6 @@ def get_session(session_id: int):
 def _check_room(session: AiSession, content: str) -> None:
     """A transcript is bounded in messages and characters: 409 `session_full` past either.
     The session row is locked first, so concurrent appends cannot both squeeze in."""
-    from flask import current_app
-    from sqlalchemy import func
     config = current_app.config
     db.session.execute(db.select(AiSession.id).where(AiSession.id == session.id)
                        .with_for_update())

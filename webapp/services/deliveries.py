@@ -93,11 +93,6 @@ def is_settled(status: str) -> bool:
     return status in FINAL
 
 
-def is_waiting(status: str) -> bool:
-    """Not yet sent, and not given up: pending, being sent, or failed and retrying."""
-    return status in (S.PENDING, S.SENDING, S.FAILED)
-
-
 # How a handoff shows its assessment and PSA rows (API.md): the assessment reads `ready`
 # once stored; a row in flight reads as pending.
 _ASSESSMENT_STATUS = {S.PENDING: "pending", S.SENDING: "pending", S.SENT: "ready",
@@ -268,11 +263,11 @@ class Heartbeat:
                 self.lease = renewed
 
 
-def _settle(delivery_id: int, lease, status: DeliveryStatus, **values) -> None:
+def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
+            **values) -> None:
     """Record the outcome, only if this claim still holds the row: a worker that outlived its
     lease (beat handed the row to another) must not overwrite the newer outcome."""
-    if isinstance(lease, Heartbeat):
-        lease = lease.stop()
+    lease = heartbeat.stop()
     sources_of(status, S.SENDING)
     table = Delivery.__table__
     db.session.execute(db.update(table).where(
@@ -340,7 +335,8 @@ def _drive_side_effect(delivery_id: int, row: Delivery, attempts: int, lease: He
     return retry_in
 
 
-def _failed(delivery_id: int, lease, attempts: int, reason: str, retry_after: float | None,
+def _failed(delivery_id: int, lease: Heartbeat, attempts: int, reason: str,
+            retry_after: float | None,
             policy: RetryPolicy) -> float | None:
     max_attempts = min(policy.max_attempts, current_app.config["DELIVERY_MAX_ATTEMPTS"])
     if attempts >= max_attempts:

@@ -32,8 +32,8 @@ def compose(handoff: Handoff, row: Delivery) -> Message:
     client = snapshot.get("client_name") or "no client named"
     urgent = handoff.urgency == "high"
     subject = header_text(f"{'[URGENT] ' if urgent else ''}Escalation: "
-                          f"{header_text(snapshot.get('title'))} ({header_text(client)}) "
-                          f"from {header_text(handoff.creator.name)}")[:MAX_SUBJECT]
+                          f"{snapshot.get('title')} ({client}) "
+                          f"from {handoff.creator.name}")[:MAX_SUBJECT]
     problem = (snapshot.get("problem") or "").strip()
     if len(problem) > 1500:
         problem = problem[:1500].rstrip() + " ..."
