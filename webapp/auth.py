@@ -5,89 +5,24 @@ import functools
 import hashlib
 import hmac
 import secrets
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app, g, request
 
 from webapp.errors import ApiError
 from webapp.extensions import db
 from webapp.models import ApiToken, User
 from webapp.models.base import utcnow
+from webapp.passwords import (  # noqa: F401  (the views' names for them)
+    hash_password,
+    password_checks,
+    spend_verify_time,
+    verify_password,
+)
 
 # Paths under /api/v1 that answer without a token
 PUBLIC_ENDPOINTS = {"auth.login", "api-docs.openapi_json"}
-
-
-def _hasher() -> PasswordHasher:
-    return PasswordHasher(time_cost=current_app.config["PASSWORD_HASH_TIME_COST"],
-                          memory_cost=current_app.config["PASSWORD_HASH_MEMORY_KIB"])
-
-
-def _off_the_hub(fn, *args):
-    """Argon2 takes a fifth of a second of CPU. Under gunicorn's gevent workers it runs in the
-    hub's thread pool (argon2-cffi releases the GIL), so live streams and other requests in
-    the process keep moving meanwhile."""
-    try:
-        from gevent import get_hub, monkey
-    except ImportError:
-        return fn(*args)
-    if monkey.is_module_patched("socket"):
-        return get_hub().threadpool.apply(fn, args)
-    return fn(*args)
-
-
-_checks_lock = threading.Lock()
-_checks: dict[int, threading.BoundedSemaphore] = {}
-
-
-def password_checks() -> threading.BoundedSemaphore:
-    """The process's bound on concurrent Argon2 runs (PASSWORD_CHECKS_CONCURRENT): a flood of
-    logins queues here for a moment instead of taking every core from everything else."""
-    size = current_app.config["PASSWORD_CHECKS_CONCURRENT"]
-    with _checks_lock:
-        if size not in _checks:
-            _checks[size] = threading.BoundedSemaphore(size)
-        return _checks[size]
-
-
-def _bounded(fn, *args):
-    checks = password_checks()
-    if not checks.acquire(timeout=current_app.config["PASSWORD_CHECK_WAIT_SECONDS"]):
-        error = ApiError(429, "rate_limited", "too many logins at once; try again in a moment",
-                         {"retry_after": 1})
-        error.headers = {"Retry-After": "1"}
-        raise error
-    try:
-        return _off_the_hub(fn, *args)
-    finally:
-        checks.release()
-
-
-def hash_password(password: str) -> str:
-    return _bounded(_hasher().hash, password)
-
-
-def verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return _bounded(_hasher().verify, password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-_DUMMY_HASH: dict[tuple, str] = {}
-
-
-def spend_verify_time(password: str) -> None:
-    """Verify against a throwaway hash so unknown emails take as long as known ones."""
-    key = (current_app.config["PASSWORD_HASH_TIME_COST"],
-           current_app.config["PASSWORD_HASH_MEMORY_KIB"])
-    if key not in _DUMMY_HASH:
-        _DUMMY_HASH[key] = hash_password(secrets.token_urlsafe(16))
-    verify_password(_DUMMY_HASH[key], password)
 
 
 def token_digest(token: str) -> str:

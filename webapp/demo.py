@@ -14,7 +14,7 @@ DEMO_USERS = [
 
 
 def seed_demo(password: str) -> dict:
-    from webapp.auth import hash_password
+    from webapp.passwords import hash_password
     from webapp.services.accounts import create_account
 
     owner = db.session.scalars(db.select(User).where(User.email == DEMO_USERS[0][0])).first()

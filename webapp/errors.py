@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from webapp.services.errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from webapp.services.errors import Busy, Conflict, DomainError, Forbidden, Invalid, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ErrorShapeApi(Api):
         return response
 
 
-STATUS_OF = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 422}
+STATUS_OF = {NotFound: 404, Forbidden: 403, Conflict: 409, Invalid: 422, Busy: 429}
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -104,7 +104,10 @@ def register_error_handlers(app: Flask) -> None:
     def _domain_error(error: DomainError):
         status = next((code for kind, code in STATUS_OF.items() if isinstance(error, kind)),
                       400)
-        return error_response(status, error.code, error.message, error.details)
+        response = error_response(status, error.code, error.message, error.details)
+        if isinstance(error, Busy):
+            response.headers["Retry-After"] = str(error.retry_after)
+        return response
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError):

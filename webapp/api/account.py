@@ -6,7 +6,8 @@ from webapp import auth
 from webapp.api.bodies import Blueprint
 from webapp.api.schemas import StrictSchema, fields, validate
 from webapp.extensions import db
-from webapp.integrations import outbound
+from webapp.integrations import outbound, psa
+from webapp.integrations.psa.settings import Setting, required
 from webapp.models import Account
 from webapp.services import psa_settings
 
@@ -21,58 +22,47 @@ def optional_text(max_len: int = 500):
     return fields.String(load_default=None, allow_none=True, validate=validate.Length(max=max_len))
 
 
-URL_FIELDS = ("site_url", "zone_url", "zone_lookup_url", "base_url")
+def _setting_field(setting: Setting) -> fields.Field:
+    """The body field of one declared PSA setting; whether it is required depends on the
+    provider, so the schema's validator checks that."""
+    if setting.url:
+        return fields.Url(require_tld=False, schemes=("http", "https"),
+                          validate=validate.Length(max=setting.max_length))
+    checks = [validate.Length(min=1, max=setting.max_length)]
+    if setting.pattern:
+        checks.append(validate.Regexp(setting.pattern))
+    return fields.String(validate=checks)
 
 
-class PsaSettingsSchema(StrictSchema):
-    """One of the provider shapes of API.md, chosen by `provider`."""
-    provider = fields.String(required=True, validate=validate.OneOf(
-        ("connectwise", "autotask", "halopsa", "none")))
-    push_parks = fields.Boolean(load_default=None, allow_none=True)
-    # ConnectWise Manage
-    site_url = fields.Url(require_tld=False, schemes=("http", "https"))
-    company_id = fields.String(validate=validate.Length(min=1, max=100))
-    public_key = fields.String(validate=validate.Length(min=1, max=200))
-    private_key = fields.String(validate=validate.Length(min=1, max=200))
-    client_id = fields.String(validate=validate.Length(min=1, max=200))
-    codebase = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.\-]+/$"))
-    # Autotask
-    username = fields.String(validate=validate.Length(min=1, max=320))
-    secret = fields.String(validate=validate.Length(min=1, max=500))
-    integration_code = fields.String(validate=validate.Length(min=1, max=200))
-    zone_url = fields.Url(require_tld=False, schemes=("http", "https"))
-    zone_lookup_url = fields.Url(require_tld=False, schemes=("http", "https"))
-    # HaloPSA
-    base_url = fields.Url(require_tld=False, schemes=("http", "https"))
-    client_secret = fields.String(validate=validate.Length(min=1, max=500))
-    tenant = fields.String(validate=validate.Length(min=1, max=200))
-    note_outcome = fields.String(validate=validate.Length(min=1, max=100))
+def _fields_of_the_provider(self, data, **_kwargs):
+    provider = data.get("provider")
+    if provider not in psa.SETTINGS:
+        return
+    declared = psa.SETTINGS[provider]
+    allowed = {setting.name for setting in declared} | {"provider", "push_parks"}
+    errors = {name: ["Missing data for required field."]
+              for name in required(declared) if not data.get(name)}
+    errors.update({name: [f"Not a {provider} setting."]
+                   for name in data if name not in allowed})
+    if not current_app.config["ALLOW_PRIVATE_ADDRESSES"]:
+        for setting in declared:
+            reason = setting.url and data.get(setting.name) and outbound.refusal_for_url(
+                data[setting.name])
+            if reason and setting.name not in errors:
+                errors[setting.name] = [f"Must be a public address: {reason}."]
+    if errors:
+        raise ValidationError(errors)
 
-    REQUIRED = {
-        "connectwise": ("site_url", "company_id", "public_key", "private_key", "client_id"),
-        "autotask": ("username", "secret", "integration_code"),
-        "halopsa": ("base_url", "client_id", "client_secret"),
-        "none": (),
-    }
 
-    @validates_schema
-    def fields_of_the_provider(self, data, **_kwargs):
-        provider = data.get("provider")
-        if provider not in self.REQUIRED:
-            return
-        allowed = set(psa_settings.FIELDS[provider]["plain"]) | set(
-            psa_settings.FIELDS[provider]["secret"]) | {"provider", "push_parks"}
-        errors = {name: ["Missing data for required field."]
-                  for name in self.REQUIRED[provider] if not data.get(name)}
-        errors.update({name: [f"Not a {provider} setting."]
-                       for name in data if name not in allowed})
-        if not current_app.config["ALLOW_PRIVATE_ADDRESSES"]:
-            for name in URL_FIELDS:
-                reason = data.get(name) and outbound.refusal_for_url(data[name])
-                if reason and name not in errors:
-                    errors[name] = [f"Must be a public address: {reason}."]
-        if errors:
-            raise ValidationError(errors)
+# One of the provider shapes of API.md, chosen by `provider`: every provider's declared
+# settings (webapp/integrations/psa/settings.py), checked against the chosen one's.
+PsaSettingsSchema = type(StrictSchema)("PsaSettingsSchema", (StrictSchema,), {
+    "__doc__": "One of the provider shapes of API.md, chosen by `provider`.",
+    "provider": fields.String(required=True, validate=validate.OneOf(tuple(psa.SETTINGS))),
+    "push_parks": fields.Boolean(load_default=None, allow_none=True),
+    **{name: _setting_field(setting) for name, setting in psa.ALL_SETTINGS.items()},
+    "fields_of_the_provider": validates_schema(_fields_of_the_provider),
+})
 
 
 class PsaViewSchema(Schema):

@@ -8,12 +8,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
+from webapp.integrations.psa import PROVIDERS
 from webapp.models.base import created_at_column, sql_in
 
 ROLES = ("owner", "admin", "engineer", "viewer")
 SENIOR_ROLES = ("owner", "admin", "engineer")
 ADMIN_ROLES = ("owner", "admin")
-PSA_PROVIDERS = ("none", "connectwise", "autotask", "halopsa")
+PSA_PROVIDERS = ("none", *PROVIDERS)  # the check constraint's list (migration 0001)
 
 
 class Account(db.Model):

@@ -42,3 +42,13 @@ class Invalid(DomainError):
     """The input is not acceptable."""
 
     code = "validation_error"
+
+
+class Busy(DomainError):
+    """Too much of this is going on at once; the caller may try again after `retry_after`."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message, {"retry_after": retry_after})
+        self.retry_after = retry_after

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from webapp.extensions import db
+from webapp.integrations.psa import SETTINGS
+from webapp.integrations.psa.settings import names
 from webapp.models import Account
 from webapp.secrets_at_rest import decrypt_json, encrypt_json
 
@@ -13,22 +15,12 @@ class UnreadableSecrets(Exception):
     """The account's PSA secrets were encrypted with a key this process does not have."""
 
 
-FIELDS = {
-    "connectwise": {"plain": ("site_url", "company_id", "client_id", "codebase"),
-                    "secret": ("public_key", "private_key")},
-    "autotask": {"plain": ("username", "zone_url", "zone_lookup_url"),
-                 "secret": ("secret", "integration_code")},
-    "halopsa": {"plain": ("base_url", "client_id", "tenant", "note_outcome"),
-                "secret": ("client_secret",)},
-    "none": {"plain": (), "secret": ()},
-}
-
-
 def save(account: Account, provider: str, values: dict, push_parks: bool | None = None) -> None:
-    fields = FIELDS[provider]
+    declared = SETTINGS[provider]
     account.psa_provider = provider
-    account.psa_settings = {k: values[k] for k in fields["plain"] if values.get(k) is not None}
-    secrets = {k: values[k] for k in fields["secret"] if values.get(k) is not None}
+    account.psa_settings = {k: values[k] for k in names(declared, secret=False)
+                            if values.get(k) is not None}
+    secrets = {k: values[k] for k in names(declared, secret=True) if values.get(k) is not None}
     account.psa_secrets = encrypt_json(secrets) if secrets else None
     if push_parks is not None:
         account.psa_push_parks = push_parks
@@ -45,7 +37,7 @@ def public_view(account: Account) -> dict:
     except ValueError:
         stored = set()
         view["problem"] = UNREADABLE
-    for name in FIELDS[provider]["secret"]:
+    for name in names(SETTINGS[provider], secret=True):
         settings[f"{name}_set"] = name in stored
     return view
 

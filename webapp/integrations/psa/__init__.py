@@ -19,14 +19,16 @@ from .base import (
 )
 from .connectwise import ConnectWiseAdapter
 from .halopsa import HaloPsaAdapter
-
-PROVIDERS = ("connectwise", "autotask", "halopsa")
+from .settings import Setting, union
 
 _ADAPTERS: dict[str, type[PsaAdapter]] = {
-    "connectwise": ConnectWiseAdapter,
-    "autotask": AutotaskAdapter,
-    "halopsa": HaloPsaAdapter,
+    adapter.provider: adapter for adapter in (ConnectWiseAdapter, AutotaskAdapter, HaloPsaAdapter)
 }
+PROVIDERS = tuple(_ADAPTERS)
+# each provider's settings as its adapter declares them; "none" has none
+SETTINGS: dict[str, tuple[Setting, ...]] = {
+    **{provider: adapter.settings for provider, adapter in _ADAPTERS.items()}, "none": ()}
+ALL_SETTINGS: dict[str, Setting] = union(SETTINGS)
 
 
 def build_adapter(
@@ -51,13 +53,16 @@ def build_adapter(
 
 
 __all__ = [
+    "ALL_SETTINGS",
     "PROVIDERS",
+    "SETTINGS",
     "PsaAdapter",
     "PsaAmbiguous",
     "PsaBusy",
     "PsaError",
     "PsaPermanent",
     "PsaRetryable",
+    "Setting",
     "build_adapter",
     "note_marker",
     "write_note_once",

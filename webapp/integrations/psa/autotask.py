@@ -19,6 +19,7 @@ from .base import (
     ticket_number,
 )
 from .limits import MAX_WAIT, ConcurrencyLimit, budget_key
+from .settings import Setting, required
 
 ZONE_LOOKUP_URL = "https://webservices.autotask.net/atservicesrest/v1.0/zoneInformation"
 MAX_CONCURRENT = 3
@@ -44,7 +45,13 @@ class AutotaskAdapter(HttpPsaAdapter):
 
     provider = "autotask"
     name = "Autotask"
-    required = ("username", "secret", "integration_code")
+    settings = (
+        Setting("username", required=True, max_length=320),
+        Setting("secret", required=True, secret=True, max_length=500),
+        Setting("integration_code", required=True, secret=True),
+        Setting("zone_url", url=True, max_length=2000),
+        Setting("zone_lookup_url", url=True, max_length=2000),
+    )
     max_note_length = 32000
 
     def __init__(
@@ -55,7 +62,7 @@ class AutotaskAdapter(HttpPsaAdapter):
         redis: Any = None,
         timeout: float = 10.0,
     ) -> None:
-        require_settings(self.provider, settings, self.required)
+        require_settings(self.provider, settings, required(self.settings))
         self._username = settings["username"].strip()
         secret = settings["secret"].strip()
         integration_code = settings["integration_code"].strip()

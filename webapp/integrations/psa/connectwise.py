@@ -18,6 +18,7 @@ from .base import (
     require_settings,
     ticket_number,
 )
+from .settings import Setting, required
 
 PAGE_SIZE = 1000
 MAX_PAGES = 50
@@ -29,7 +30,14 @@ class ConnectWiseAdapter(HttpPsaAdapter):
 
     provider = "connectwise"
     name = "ConnectWise"
-    required = ("site_url", "company_id", "public_key", "private_key", "client_id")
+    settings = (
+        Setting("site_url", required=True, url=True, max_length=2000),
+        Setting("company_id", required=True, max_length=100),
+        Setting("public_key", required=True, secret=True),
+        Setting("private_key", required=True, secret=True),
+        Setting("client_id", required=True),
+        Setting("codebase", pattern=r"^[A-Za-z0-9_.\-]+/$"),
+    )
 
     def __init__(
         self,
@@ -39,7 +47,7 @@ class ConnectWiseAdapter(HttpPsaAdapter):
         redis: Any = None,
         timeout: float = 10.0,
     ) -> None:
-        require_settings(self.provider, settings, self.required)
+        require_settings(self.provider, settings, required(self.settings))
         self._site = base_url(settings["site_url"], "site_url", self.provider)
         self._company = settings["company_id"].strip()
         public_key = settings["public_key"].strip()

@@ -25,6 +25,7 @@ from .base import (
     ticket_number,
 )
 from .limits import MAX_WAIT, RequestSpacing, budget_key
+from .settings import Setting, required
 
 DEFAULT_OUTCOME = "Private Note"
 MIN_INTERVAL = 1.0
@@ -91,7 +92,13 @@ class HaloPsaAdapter(HttpPsaAdapter):
 
     provider = "halopsa"
     name = "HaloPSA"
-    required = ("base_url", "client_id", "client_secret")
+    settings = (
+        Setting("base_url", required=True, url=True, max_length=2000),
+        Setting("client_id", required=True),
+        Setting("client_secret", required=True, secret=True, max_length=500),
+        Setting("tenant"),
+        Setting("note_outcome", max_length=100),
+    )
 
     def __init__(
         self,
@@ -101,7 +108,7 @@ class HaloPsaAdapter(HttpPsaAdapter):
         redis: Any = None,
         timeout: float = 10.0,
     ) -> None:
-        require_settings(self.provider, settings, self.required)
+        require_settings(self.provider, settings, required(self.settings))
         self._base = base_url(settings["base_url"], "base_url", self.provider)
         self._client_id = settings["client_id"].strip()
         self._client_secret = settings["client_secret"].strip()
