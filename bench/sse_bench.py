@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from harness import children_of, fresh_database, redis_db  # noqa: E402  (bench/ is this script's path)
 
-from webapp.embedded import ensure_services, free_port  # noqa: E402
+from devtools.embedded import ensure_services, free_port  # noqa: E402
 
 STREAM_PATH = "/api/v1/ai-sessions/escalations/stream"
 RESULTS = ROOT / "bench" / "results" / "sse.json"

@@ -32,7 +32,7 @@ def ensure_virtualenv() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("installing dependencies (first run takes a few minutes) ...", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-e", f"{ROOT}[test]"], check=True, cwd=ROOT)
+                    "-e", f"{ROOT}[dev,test]"], check=True, cwd=ROOT)
     for old in VENV.glob(".installed-*"):
         old.unlink()
     stamp.touch()
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         ensure_browser()
         command = [str(PYTHON), "-m", "pytest", *argv[1:]]
     else:
-        command = [str(PYTHON), "-m", "webapp.devrun", *argv[1:]]
+        command = [str(PYTHON), "-m", "devtools.run", *argv[1:]]
     os.execv(command[0], command)
 
 

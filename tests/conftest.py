@@ -24,7 +24,7 @@ FAST_KDF = {"PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192"}
 @pytest.fixture(scope="session")
 def service_urls() -> dict[str, str]:
     """The servers given in DATABASE_URL / REDIS_URL, or real ones started from PyPI packages."""
-    from webapp.embedded import ensure_services
+    from devtools.embedded import ensure_services
     return ensure_services(ROOT / ".local" / "test-services")
 
 

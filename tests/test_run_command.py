@@ -11,7 +11,7 @@ import time
 import httpx
 
 from tests.conftest import ROOT, wait_for
-from webapp.embedded import free_port
+from devtools.embedded import free_port
 
 
 def test_the_run_command_serves_the_demo_until_interrupted(app, app_env):
@@ -20,7 +20,7 @@ def test_the_run_command_serves_the_demo_until_interrupted(app, app_env):
            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "CELERY_QUEUE": "run-command",
            "BEAT_SCHEDULE_FILE": os.path.join(tempfile.mkdtemp(), "beat-schedule")}
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen([sys.executable, "-m", "webapp.devrun"], cwd=ROOT, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "devtools.run"], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def output() -> str:

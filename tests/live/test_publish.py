@@ -6,7 +6,7 @@ import time
 
 from tests.conftest import app_config
 from webapp import create_app, live
-from webapp.embedded import free_port
+from devtools.embedded import free_port
 from webapp.live import hub as live_hub
 from webapp.live.publish import KEEPALIVE
 from webapp.redis_client import get_redis

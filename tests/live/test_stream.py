@@ -10,7 +10,7 @@ from tests.conftest import app_config
 from tests.live.conftest import KEEPALIVE_SECONDS, STREAM_PATH, new_escalation
 from webapp import create_app, live
 from webapp.api import stream as stream_view
-from webapp.embedded import free_port
+from devtools.embedded import free_port
 from webapp.redis_client import get_redis
 
 

@@ -10,7 +10,7 @@ from email.message import Message
 
 from aiosmtpd.controller import Controller
 
-from webapp.embedded import free_port
+from devtools.embedded import free_port
 
 
 @dataclass

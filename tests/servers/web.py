@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from webapp.embedded import free_port
+from devtools.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -13,7 +13,7 @@ import sys
 from email import message_from_bytes
 from pathlib import Path
 
-from webapp.embedded import ensure_services, free_port
+from devtools.embedded import ensure_services, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".local" / "run"
