@@ -1,14 +1,23 @@
-"""The offline assessment: recognises common MSP problem areas in a case by rules, no network."""
+"""The offline assessment: recognises common MSP problem areas in a case by rules, no network.
+
+The rules themselves (areas, causes, steps, error codes) are data in heuristic_rules.toml;
+this module checks them once at import and holds the engine that applies them.
+"""
 
 from __future__ import annotations
 
 import re
+import string
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from webapp.integrations.ai.base import Assessment, AssessmentProvider
 
 MODEL = "rules-v1"
+RULES_FILE = "heuristic_rules.toml"
 
 # Huge cases are cut before matching: the head of each field and the most
 # recent messages carry the signal, and the work stays bounded.
@@ -29,6 +38,8 @@ MAX_STEPS = 8
 STEPS_PER_AREA = (6, 2, 1)
 # Assistant messages often speculate, so what they mention counts for less.
 ASSISTANT_WEIGHT = 0.5
+# What a step's text may name in braces; _placeholders fills them from the case.
+PLACEHOLDERS = frozenset({"host", "ip", "port", "domain"})
 
 
 def _rx(pattern: str) -> re.Pattern:
@@ -39,6 +50,7 @@ def _rx(pattern: str) -> re.Pattern:
 class Cause:
     """A likely cause; hints are words in the case that make it more likely."""
 
+    name: str
     text: str
     hints: re.Pattern
 
@@ -49,8 +61,8 @@ class Step:
 
     text: str
     done: re.Pattern | None
-    # Which of the area's causes this step checks, so the plan follows the ranked causes;
-    # none means a first look that fits every cause.
+    # Positions of the area's causes this step checks (the rules name them), so the plan
+    # follows the ranked causes; none means a first look that fits every cause.
     checks: tuple[int, ...] = ()
 
 
@@ -65,1212 +77,218 @@ class Area:
     steps: tuple[Step, ...]
 
 
-def _area(
-    key: str,
-    label: str,
-    signals: list[tuple[str, float]],
-    causes: list[tuple[str, str]],
-    steps: list[tuple[str, str | None]],
-    checks: list[tuple[int, ...]],
-) -> Area:
-    if len(checks) != len(steps) or any(i >= len(causes) for c in checks for i in c):
-        raise ValueError(f"{key}: each step must name the causes it checks")
-    return Area(
-        key=key,
-        label=label,
-        signals=tuple((_rx(pattern), weight) for pattern, weight in signals),
-        causes=tuple(Cause(text, _rx(hints)) for text, hints in causes),
-        steps=tuple(
-            Step(text, _rx(done) if done else None, tuple(checked))
-            for (text, done), checked in zip(steps, checks, strict=True)
-        ),
+@dataclass(frozen=True)
+class Rules:
+    """Everything the engine reads from the rules document, checked and compiled."""
+
+    areas: tuple[Area, ...]
+    generic_causes: tuple[str, ...]
+    generic_steps: tuple[Step, ...]
+    codes: dict[str, tuple[str, str]]  # error code -> (area key, meaning)
+    events: dict[str, tuple[str, str]]  # event ID -> (area key, meaning)
+    tried: tuple[tuple[str, re.Pattern], ...]  # (what the summary calls it, how it is said)
+
+
+class RulesError(ValueError):
+    """The rules document cannot be used; the message names the rule at fault."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"heuristic rules: {problem}")
+
+
+def load_rules(source: str | Mapping[str, Any]) -> Rules:
+    """Check and compile a rules document (TOML text, or its tables already parsed).
+
+    Every problem is found here, naming the rule, so a bad edit fails the import rather
+    than some later assessment.
+    """
+    if isinstance(source, str):
+        try:
+            source = tomllib.loads(source)
+        except tomllib.TOMLDecodeError as error:
+            raise RulesError(f"not valid TOML: {error}") from None
+    doc = _table(source, "the document", ("areas", "generic", "codes", "events", "tried"))
+    areas = tuple(
+        _load_area(table, f"area {number}")
+        for number, table in enumerate(_items(doc["areas"], "areas"), 1)
+    )
+    keys = [area.key for area in areas]
+    _unique_names(keys, "areas", "area with key")
+
+    generic = _table(doc["generic"], "generic", ("causes", "steps"))
+    generic_causes = tuple(
+        _text(text, f"generic cause {number}")
+        for number, text in enumerate(_items(generic["causes"], "generic causes"), 1)
+    )
+    generic_steps = []
+    for number, table in enumerate(_items(generic["steps"], "generic steps"), 1):
+        where = f"generic step {number}"
+        step = _table(table, where, ("text",), optional=("done",))
+        done = _pattern(step["done"], f"{where}: done") if "done" in step else None
+        generic_steps.append(Step(_text(step["text"], f"{where}: text"), done))
+
+    tried = []
+    for number, table in enumerate(_items(doc["tried"], "tried"), 1):
+        action = _table(table, f"tried action {number}", ("label", "pattern"))
+        label = _text(action["label"], f"tried action {number}: label")
+        tried.append((label, _pattern(action["pattern"], f"tried action {label!r}: pattern")))
+    _unique_names([label for label, _ in tried], "tried", "action labelled")
+
+    return Rules(
+        areas=areas,
+        generic_causes=generic_causes,
+        generic_steps=tuple(generic_steps),
+        codes=_meanings(doc["codes"], "code", r"0x[0-9a-f]{8}", keys),
+        events=_meanings(doc["events"], "event", r"\d{1,5}", keys),
+        tried=tuple(tried),
     )
 
 
-AREAS: tuple[Area, ...] = (
-    _area(
-        "dns",
-        "DNS / name resolution",
-        [
-            (r"\bdns\b", 3),
-            (r"name resolution|\bresolv(?:e|es|ing)\b|could not be resolved|can'?t resolve", 3),
-            (r"nslookup|flushdns|resolve-dnsname|\bdig\b", 2),
-            (r"nxdomain|servfail|non-existent domain|err_name_not_resolved|dns_probe", 3),
-            (r"server (?:ip address )?could not be found|could not find (?:the )?server", 2),
-            (r"works (?:fine )?(?:by|with|via) (?:the )?ip|by ip (?:works|but)|ip works but", 3),
-            (r"hosts file|conditional forward|forwarders?\b", 2),
-            (r"\b(?:a|cname|srv|ptr) records?\b", 2),
-        ],
-        [
-            (
-                "Clients are using a DNS server that cannot answer for the internal zone (a "
-                "router or public resolver handed out by DHCP instead of the domain controller).",
-                r"8\.8\.8\.8|1\.1\.1\.1|router|\bisp\b|public|dhcp|internal|by ip",
-            ),
-            (
-                "A stale or wrong record (A/CNAME), or a cached negative answer, is returning "
-                "the old address or none at all.",
-                r"moved|migrat|new ip|changed|old (?:ip|server|address)|stale|records?\b|"
-                r"some users",
-            ),
-            (
-                "The internal DNS server or its forwarders are failing, so lookups time out "
-                "or fail for external names.",
-                r"external|internet|websites?|forwarder|time(?:d)? ?out|servfail|everyone|"
-                r"all users",
-            ),
-            (
-                "A hosts file entry, a VPN-pushed DNS setting or a split-brain zone overrides "
-                "the expected answer on some machines.",
-                r"hosts file|vpn|split|suffix|remote|home|only (?:one|some)",
-            ),
-        ],
-        [
-            (
-                "Run `ipconfig /all` on an affected machine and confirm its DNS servers are "
-                "the internal ones, not the router or a public resolver.",
-                r"ipconfig /all|checked (?:the )?dns (?:server|setting)",
-            ),
-            (
-                "Run `nslookup {host}` against the internal DNS server and against a public "
-                "resolver, and compare the answers.",
-                r"nslookup|resolve-dnsname|\bdig\b",
-            ),
-            (
-                "On the DNS server, check the record for {host} (timestamp, duplicates, "
-                "scavenging), the DNS Server event log, and that the forwarders answer.",
-                r"dns server (?:event )?log|checked (?:the )?(?:dns )?(?:records?|zone)|forwarders",
-            ),
-            (
-                "Once the server answers correctly, clear the client cache with "
-                "`ipconfig /flushdns` and re-register with `ipconfig /registerdns`.",
-                r"flush\w*\s+(?:the\s+)?(?:dns|cache)|flushdns|(?:dns|cache)\s+(?:was\s+)?flushed",
-            ),
-            (
-                "Check the hosts file (C:\\Windows\\System32\\drivers\\etc\\hosts) and any "
-                "DNS settings a VPN client pushes on the affected machine.",
-                r"hosts file",
-            ),
-        ],
-        checks=[(), (), (1, 2), (1,), (3,)],
-    ),
-    _area(
-        "dhcp",
-        "DHCP / IP addressing",
-        [
-            (r"\bdhcp\b", 3),
-            (r"ip (?:address )?conflict|duplicate ip|address conflict", 4),
-            (r"169\.254\.\d{1,3}\.\d{1,3}|apipa|self-assigned", 4),
-            (r"(?:not|n't) (?:getting|get|pulling) an? (?:ip|address)|no ip address|\blease\b", 3),
-            (r"scope (?:is )?(?:full|exhausted)|out of (?:ip )?addresses", 4),
-            (r"ipconfig /(?:release|renew)", 2),
-            (r"\bstatic ip\b|\bip helper\b|dhcp relay", 1),
-        ],
-        [
-            (
-                "The DHCP scope is exhausted or the DHCP service is down, so clients fall "
-                "back to 169.254.x.x addresses.",
-                r"169\.254|apipa|scope|exhaust|full|new devices|guests?|many",
-            ),
-            (
-                "Two devices share an address: a static IP inside the DHCP range, or a rogue "
-                "DHCP server such as a consumer router plugged into the LAN.",
-                r"conflict|duplicate|static|rogue|router|intermittent",
-            ),
-            (
-                "DHCP requests don't reach the server: a missing IP helper/relay on the VLAN, "
-                "or a switch port in the wrong VLAN.",
-                r"vlan|helper|relay|switch|subnet|floor|new office|one port",
-            ),
-        ],
-        [
-            (
-                "Run `ipconfig /all` on an affected client and note the address, lease and "
-                "DHCP server; a 169.254.x.x address means no lease was obtained.",
-                r"ipconfig /all",
-            ),
-            (
-                "Check the DHCP server: service running, scope statistics "
-                "(`Get-DhcpServerv4ScopeStatistics`) and free addresses; shorten the lease or "
-                "widen the scope if it is exhausted.",
-                r"scope statistics|checked (?:the )?(?:dhcp )?(?:scope|server)",
-            ),
-            (
-                "Find the conflicting device: `arp -a` and the switch MAC table for {ip}, "
-                "static devices in the DHCP range, or a rogue DHCP server on the VLAN.",
-                r"\barp\b|mac (?:address )?table",
-            ),
-            (
-                "If the client sits on another VLAN, confirm the gateway's IP helper/DHCP "
-                "relay points at the DHCP server.",
-                r"ip helper|dhcp relay",
-            ),
-            (
-                "After the server side is fixed, release and renew on the client "
-                "(`ipconfig /release`, then `ipconfig /renew`).",
-                r"ipconfig /re(?:lease|new)|re(?:leased|newed)\s+(?:the\s+)?(?:ip|lease)",
-            ),
-        ],
-        checks=[(), (0,), (1,), (2,), (0, 1)],
-    ),
-    _area(
-        "vpn",
-        "VPN / remote access",
-        [
-            (r"\bvpn\b", 4),
-            (
-                r"anyconnect|globalprotect|forticlient|openvpn|wireguard|\bipsec\b|\bl2tp\b|"
-                r"\bsstp\b|always ?on vpn|netextender|ssl ?vpn",
-                3,
-            ),
-            (r"\btunnel\b|split tunnel", 2),
-            (r"\bike(?:v[12])?\b|phase ?(?:1|2|one|two)\b", 2),
-            (r"remote (?:users?|workers?|access)|work(?:ing)? from home|\bwfh\b", 1),
-        ],
-        [
-            (
-                "Authentication fails at the VPN gateway: expired password, an MFA/RADIUS "
-                "problem, or the user is not in the allowed group.",
-                r"auth|password|credential|mfa|radius|log ?in|group|denied",
-            ),
-            (
-                "The tunnel comes up but traffic or DNS doesn't pass: wrong split-tunnel "
-                "routes, a home subnet overlapping the office one, or no internal DNS pushed.",
-                r"connect(?:s|ed) but|can'?t (?:reach|access)|split|route|subnet|192\.168\.[01]\.|"
-                r"dns|resolve|drive",
-            ),
-            (
-                "The VPN client or its certificate is outdated or expired, or the gateway's "
-                "certificate changed.",
-                r"certificate|\bcert\b|expired|update|version|upgrade",
-            ),
-            (
-                "An IPsec phase 1/2 mismatch or the user's ISP/NAT blocking UDP 500/4500 stops "
-                "the tunnel from coming up.",
-                r"ipsec|phase|\bike|nat\b|udp|\bisp\b|hotel|4500|site-to-site",
-            ),
-        ],
-        [
-            (
-                "Read the VPN gateway's log for the user's attempt at the time of failure: "
-                "authentication result, assigned address, disconnect reason.",
-                r"(?:vpn|gateway|firewall) logs?",
-            ),
-            (
-                "Check the user's account: not locked out, password not expired, member of "
-                "the VPN group, MFA enrolled.",
-                r"reset\w*\s+(?:the\s+|their\s+|his\s+|her\s+)?password|"
-                r"password\s+(?:was\s+)?reset|unlock",
-            ),
-            (
-                "While connected, run `ipconfig /all` and `route print`: the tunnel adapter "
-                "should have an address, internal DNS servers and routes to the office "
-                "subnet, and the home LAN must not overlap it.",
-                r"route print",
-            ),
-            (
-                "Test from another network (a phone hotspot) to rule out the local ISP or "
-                "router blocking UDP 500/4500.",
-                r"hotspot|another network|different network|tethered",
-            ),
-            (
-                "Reinstall or update the VPN client and re-import its profile or certificate.",
-                r"re-?install\w*\s+(?:the\s+)?(?:vpn|client|anyconnect|globalprotect|forticlient)",
-            ),
-        ],
-        checks=[(), (0,), (1,), (3,), (2,)],
-    ),
-    _area(
-        "ad_auth",
-        "Active Directory / sign-in (lockout, password, Kerberos)",
-        [
-            (r"locked out|lockouts?\b|account (?:is |keeps )?(?:getting )?locked", 4),
-            (
-                r"password (?:has |is )?expired|expired password|must change (?:the |"
-                r"their )?password",
-                4,
-            ),
-            (r"active directory|(?-i:\bAD\b)|domain controllers?|\bdc\d*\b|\bpdc\b", 2),
-            (r"kerberos|krbtgt|ticket granting", 3),
-            (r"time skew|clock skew|time (?:is )?(?:off|wrong|out of sync)|\bw32tm\b|\bntp\b", 3),
-            (r"trust relationship|secure channel", 4),
-            (
-                r"can'?t (?:log ?in|sign ?in|log ?on)|unable to (?:log|sign) ?(?:in|on)|"
-                r"(?:login|logon|sign-in) fail|(?:wrong|incorrect|bad) password",
-                2,
-            ),
-            (r"\bgpo\b|group policy|gpupdate|netlogon|domain[- ]join", 2),
-        ],
-        [
-            (
-                "Something still uses the old password (a phone's mail profile, a mapped "
-                "drive, saved credentials, a scheduled task or a service) and keeps locking "
-                "the account.",
-                r"lock|keeps|again|repeated|every (?:few|\d+)|phone|mobile|password change|"
-                r"changed (?:the |their |his |her )?password",
-            ),
-            (
-                "The password has expired or must be changed at next logon, which VPN, RDP "
-                "and Outlook clients cannot prompt for.",
-                r"expir|must change|next logon|90 days|vpn|rdp|remote",
-            ),
-            (
-                "Kerberos fails because the machine's clock is more than 5 minutes off the "
-                "domain controller's.",
-                r"kerberos|skew|\btime\b|clock|ntp|w32tm|krb",
-            ),
-            (
-                "The computer's secure channel with the domain is broken (trust relationship "
-                "failed), e.g. after a snapshot restore or a long time offline.",
-                r"trust relationship|secure channel|restor|snapshot|reimag|offline",
-            ),
-            (
-                "Domain controllers are not replicating, so a password change or unlock has "
-                "not reached the DC the user authenticates against.",
-                r"replicat|two dcs|second dc|other dc|multiple (?:dcs|domain controllers)|"
-                r"\bsites?\b",
-            ),
-        ],
-        [
-            (
-                "On the PDC emulator, filter the Security log for Event ID 4740 for the user: "
-                "its Caller Computer Name shows which machine sends the bad password.",
-                r"4740|caller computer",
-            ),
-            (
-                "Check the account with `Get-ADUser <user> -Properties LockedOut,"
-                "PasswordExpired,PasswordLastSet,BadLogonCount,LastBadPasswordAttempt`, then "
-                "unlock it or reset the password.",
-                r"get-aduser|checked (?:the )?(?:account|user) in (?:ad|active directory)",
-            ),
-            (
-                "Remove stale credentials on the user's devices: Credential Manager, mapped "
-                "drives, phone mail profiles, and services or scheduled tasks running as the "
-                "user.",
-                r"credential manager|(?:clear\w*|remov\w*|delet\w*)\s+(?:the\s+|saved\s+|"
-                r"cached\s+|stored\s+)*credentials",
-            ),
-            (
-                "Look for phones and tablets still syncing mail with the old password "
-                "(`Get-MobileDevice -Mailbox <user>`, or the sign-in logs' failures by device).",
-                r"get-mobiledevice|(?:phone|mobile|tablet)\s+(?:\w+\s+){0,3}(?:removed|updated|re-?entered)|"
-                r"(?:removed|updated|re-?entered)\s+(?:\w+\s+){0,3}(?:phone|mobile|tablet)",
-            ),
-            (
-                "Compare the client's and DC's clocks (`w32tm /query /status`, "
-                "`w32tm /stripchart /computer:<dc>`) and resync with `w32tm /resync` if they "
-                "differ by minutes.",
-                r"w32tm|time sync|resync",
-            ),
-            (
-                "If logon reports a trust relationship failure, repair it on the machine with "
-                "`Test-ComputerSecureChannel -Repair -Credential <domain admin>`.",
-                r"test-computersecurechannel|re-?join\w*",
-            ),
-            (
-                "Check replication and DC health with `repadmin /replsummary` and `dcdiag /q`.",
-                r"repadmin|dcdiag",
-            ),
-        ],
-        checks=[(0,), (0, 1), (0,), (0,), (2,), (3,), (4,)],
-    ),
-    _area(
-        "m365_mail",
-        "Microsoft 365 / Exchange / Outlook mail",
-        [
-            (r"\boutlook\b", 3),
-            (r"\bexchange\b|\bowa\b|outlook on the web", 3),
-            (r"microsoft 365|office 365|\bm365\b|\bo365\b|entra|azure ad", 2),
-            (
-                r"mail ?flow|e-?mails? (?:are |is )?(?:not|n't) (?:being )?(?:sent|received|"
-                r"delivered|arriving)|"
-                r"not receiving (?:any )?(?:e-?mails?|mail)|bounc(?:e|es|ed|ing)|\bndr\b|"
-                r"undeliverable|non-delivery",
-                4,
-            ),
-            (r"\bspf\b|\bdkim\b|\bdmarc\b", 4),
-            (r"\bmx\b|autodiscover|\bsmtp\b", 2),
-            (r"\bspam\b|\bjunk\b|quarantine", 2),
-            (r"mailbox|\bost\b|\bpst\b|offline address book|\boab\b", 3),
-            (r"\be-?mails?\b|\bmail\b", 1),
-        ],
-        [
-            (
-                "The Outlook profile or its cached OST file is damaged, so Outlook prompts, "
-                "hangs or stops syncing.",
-                r"profile|\bost\b|cached|sync|hang|not responding|prompt|disconnected|one user",
-            ),
-            (
-                "Modern authentication is failing: stale tokens or saved credentials, or a "
-                "conditional access/MFA policy is blocking the sign-in.",
-                r"prompt|password|credential|mfa|conditional access|sign.?in|modern auth|token|"
-                r"entra|azure ad",
-            ),
-            (
-                "Mail is rejected or junked because SPF, DKIM or DMARC don't authorise the "
-                "sending server.",
-                r"spf|dkim|dmarc|5\.7\.|spam|junk|reject|bounc|ndr|external|outside",
-            ),
-            (
-                "Autodiscover or the MX record still points at an old server after a "
-                "migration.",
-                r"autodiscover|\bmx\b|migrat|on-?prem|hybrid|old server|cname|moved",
-            ),
-            (
-                "The mailbox is full, or a transport rule, inbox rule or connector is "
-                "redirecting or blocking messages.",
-                r"full|quota|\brules?\b|connector|transport|forward|redirect|mailbox size",
-            ),
-        ],
-        [
-            (
-                "Run a message trace in the Exchange admin center for the sender and recipient "
-                "and read the delivery status and any NDR code.",
-                r"message trace|\btrace\b",
-            ),
-            (
-                "Check Outlook on the web and a new Outlook profile (Control Panel > Mail > "
-                "Show Profiles): if those work, the local profile or OST is at fault.",
-                r"(?:new|re-?creat\w*|rebuil\w*|fresh)\s+(?:an?\s+|the\s+)?(?:outlook\s+)?profile|"
-                r"\bowa\b|outlook on the web|webmail",
-            ),
-            (
-                "Clear Office's saved credentials (Credential Manager, MicrosoftOffice entries), "
-                "sign out and back in to Office, and read the Entra ID sign-in logs for "
-                "conditional access failures.",
-                r"credential manager|sign-?in logs?|(?:clear\w*|remov\w*)\s+(?:the\s+|saved\s+|"
-                r"cached\s+)*credentials",
-            ),
-            (
-                "Check the user in the Microsoft 365 admin center (sign-in allowed, licence, MFA "
-                "state) and that Office is current; run the Outlook diagnostics in Microsoft "
-                "Support and Recovery Assistant.",
-                r"admin center|\bsara\b|support and recovery|updated? (?:ms\s+)?office",
-            ),
-            (
-                "Check SPF, DKIM and DMARC for {domain} (`nslookup -type=txt {domain}`, "
-                "`nslookup -type=txt _dmarc.{domain}`) and the headers of a rejected message.",
-                r"\bspf\b|\bdkim\b|\bdmarc\b|headers",
-            ),
-            (
-                "Verify Autodiscover and MX for {domain} (`nslookup -type=mx {domain}`, "
-                "Microsoft Remote Connectivity Analyzer) and the mailbox's size against its "
-                "quota.",
-                r"autodiscover|connectivity analyzer|\bmx\b",
-            ),
-        ],
-        checks=[(2, 4), (0,), (1,), (0, 1), (2,), (3, 4)],
-    ),
-    _area(
-        "printing",
-        "Printing / print spooler",
-        [
-            (r"\bprint(?:er|ers|ing)?\b", 3),
-            (r"spooler|spoolsv", 4),
-            (r"print queue|jobs? (?:are )?stuck|stuck in (?:the )?queue", 3),
-            (r"scan(?:ning)?[- ]to[- ](?:e-?mail|folder)|\bmfp\b|copier", 2),
-            (r"toner|paper jam", 2),
-        ],
-        [
-            (
-                "The Print Spooler service has stopped or is stuck on a corrupt job.",
-                r"spool|stuck|queue|jobs?|not printing|nothing prints",
-            ),
-            (
-                "A driver problem: a wrong or mismatched driver, or a Windows update's print "
-                "hardening (0x0000011b) broke the shared printer connection.",
-                r"driver|update|0x0000011b|0x00000709|0x0000007c|\bkb\d+|patch",
-            ),
-            (
-                "The printer's IP address changed (DHCP) or the port still points at the old "
-                "address, so it shows offline.",
-                r"offline|\bip\b|dhcp|moved|\bport\b|network",
-            ),
-            (
-                "Scan-to-email or scan-to-folder fails after an SMTP authentication change "
-                "(basic auth off in Microsoft 365) or a share/password change.",
-                r"scan|smtp|smb|share|password",
-            ),
-        ],
-        [
-            (
-                "Restart the spooler and clear stuck jobs: `net stop spooler`, delete the "
-                "files in C:\\Windows\\System32\\spool\\PRINTERS, `net start spooler`.",
-                r"spool|cleared (?:the )?(?:print )?queue",
-            ),
-            (
-                "Ping the printer and open its web page; compare its address with the port "
-                "configured on the print server and give it a DHCP reservation.",
-                r"ping\w*\s+(?:the\s+)?printer|printer\s+(?:\w+\s+){0,2}ping",
-            ),
-            (
-                "Compare recently installed updates (`Get-HotFix | Sort-Object InstalledOn "
-                "-Descending`) with when printing broke, and reinstall the printer driver.",
-                r"(?:re-?install\w*|updat\w*|roll\w* back)\s+(?:the\s+)?(?:\w+\s+)?driver",
-            ),
-            (
-                "Read Event Viewer > Applications and Services Logs > Microsoft > Windows > "
-                "PrintService (Admin and Operational) for the failing job.",
-                r"printservice",
-            ),
-            (
-                "For scan-to-email, check the device's SMTP settings (smtp.office365.com:587 "
-                "with TLS and an account allowed SMTP AUTH, or a relay connector).",
-                None,
-            ),
-        ],
-        checks=[(0,), (2,), (1,), (0, 1), (3,)],
-    ),
-    _area(
-        "disk",
-        "Disk space",
-        [
-            (
-                r"disk (?:is )?full|(?:drive|volume|partition) (?:is )?full|"
-                r"c: ?(?:drive )?(?:is )?full|"
-                r"low (?:on )?(?:disk )?space|out of (?:disk )?space|no space left|"
-                r"running out of (?:disk )?space|"
-                r"(?:insufficient|not enough) (?:disk |free )?space",
-                5,
-            ),
-            (r"disk space|free space|storage (?:is )?full", 3),
-            (r"\b\d+(?:\.\d+)? ?(?:mb|kb) (?:free|left)\b|0 bytes free", 3),
-            (r"winsxs|pagefile|hiberfil|disk cleanup|treesize|wiztree|windirstat", 2),
-        ],
-        [
-            (
-                "Logs, temp files or a runaway application (IIS/SQL logs, a backup agent's "
-                "cache, user downloads) filled the volume.",
-                r"\blogs?\b|temp|sql|iis|download|cache|grow|suddenly|fill\w* (?:up )?again|hours",
-            ),
-            (
-                "Old updates and the component store (WinSxS, SoftwareDistribution), the page "
-                "file or hibernation file take much of a small system drive.",
-                r"winsxs|update|pagefile|hiberfil|system drive|\bc:",
-            ),
-            (
-                "Shadow copies, restore points or local backup snapshots are using the free "
-                "space.",
-                r"shadow|\bvss\b|restore point|snapshot|backup",
-            ),
-            (
-                "The volume is too small for its workload and needs extending or data moved "
-                "off it.",
-                r"\bvm\b|virtual|extend|partition|small|server|database",
-            ),
-        ],
-        [
-            (
-                "Find what uses the space with WizTree or TreeSize, or `Get-ChildItem C:\\ "
-                "-Recurse -File -ErrorAction SilentlyContinue | Sort-Object Length "
-                "-Descending | Select-Object -First 20`.",
-                r"treesize|wiztree|windirstat|what(?:'s| is| was) (?:using|taking)",
-            ),
-            (
-                "Run Disk Cleanup with system files, then "
-                "`Dism /Online /Cleanup-Image /StartComponentCleanup` to shrink WinSxS.",
-                r"disk cleanup|cleanmgr|startcomponentcleanup",
-            ),
-            (
-                "Check shadow copy storage (`vssadmin list shadowstorage`) and cap it "
-                "(`vssadmin resize shadowstorage`).",
-                r"vssadmin|shadow",
-            ),
-            (
-                "Rotate or clear the largest logs (IIS, SQL, application) and empty "
-                "C:\\Windows\\Temp and the users' temp folders.",
-                r"(?:clear\w*|delet\w*|empt\w*|remov\w*|purg\w*)\s+(?:the\s+|all\s+|"
-                r"old\s+)*(?:\w+\s+)?(?:temp|tmp|logs?)\b",
-            ),
-            (
-                "If it's a VM, extend the virtual disk and then the partition "
-                "(`Resize-Partition`).",
-                r"extend\w*",
-            ),
-        ],
-        checks=[(), (1,), (2,), (0,), (3,)],
-    ),
-    _area(
-        "updates_boot",
-        "Windows Update / boot / blue screen",
-        [
-            (r"windows updates?|\bwsus\b|cumulative update|feature update|\bkb\d{6,7}\b", 3),
-            (
-                r"boot ?loop|(?:reboot|restart) loop|undoing changes|automatic repair|"
-                r"stuck (?:on|at) (?:restarting|preparing|working on updates|"
-                r"getting windows ready)",
-                5,
-            ),
-            (r"\bbsod\b|blue screen|bug ?check|stop code|minidump|crash dump", 5),
-            (
-                r"inaccessible_boot_device|critical_process_died|irql_not_less_or_equal|"
-                r"page_fault_in_nonpaged_area|kmode_exception|system_service_exception|"
-                r"whea_uncorrectable",
-                5,
-            ),
-            (r"won'?t boot|doesn'?t boot|fails to boot|black screen", 4),
-            (r"updates? (?:fail(?:s|ed|ing)?|won'?t install|keeps? failing)|failed to install", 4),
-            (r"safe mode|winre|recovery environment|sfc /scannow|\bdism\b", 2),
-        ],
-        [
-            (
-                "A recent update or driver is incompatible and causes the crash or boot loop.",
-                r"after (?:the |an? |last )?(?:update|patch)|\bkb\d+|driver|recent|last night|"
-                r"patch",
-            ),
-            (
-                "Corrupted system files or a damaged component store make updates fail and "
-                "roll back.",
-                r"fail|roll|undo|0x800f|0x8007|corrupt|\bsfc\b|\bdism\b",
-            ),
-            (
-                "Failing hardware (disk, memory) or a storage controller/driver change causes "
-                "stop errors or INACCESSIBLE_BOOT_DEVICE.",
-                r"inaccessible|whea|\bdisk\b|ssd|\bram\b|memory|hardware|smart|bad block|"
-                r"controller",
-            ),
-            (
-                "Too little free space, or a small recovery partition, stops the update from "
-                "installing.",
-                r"space|full|recovery partition|0x80070070|0x800f0922|0x80070643",
-            ),
-            (
-                "Security software or a pending reboot blocks the update.",
-                r"antivirus|\bav\b|\bedr\b|pending|security software",
-            ),
-        ],
-        [
-            (
-                "Read the stop code and the latest minidump (C:\\Windows\\Minidump) with "
-                "WinDbg `!analyze -v`, and the System log's Event IDs 41, 1001 and 6008 "
-                "around the crash.",
-                r"windbg|minidump|analy[sz]\w* (?:the )?dump",
-            ),
-            (
-                "If it won't boot, use WinRE: Startup Repair, then Uninstall Updates (latest "
-                "quality update), or Safe Mode to roll back the last driver.",
-                r"startup repair|safe mode|uninstall\w*\s+(?:the\s+)?(?:\w+\s+)?updates?|"
-                r"rolled back",
-            ),
-            (
-                "Repair system files with `DISM /Online /Cleanup-Image /RestoreHealth`, then "
-                "`sfc /scannow`.",
-                r"\bsfc\b|\bdism\b|restorehealth",
-            ),
-            (
-                "Read the failing update's error in Settings > Update history or "
-                "`Get-WindowsUpdateLog`, then reset Windows Update (stop wuauserv and bits, "
-                "rename C:\\Windows\\SoftwareDistribution).",
-                r"softwaredistribution|reset\w*\s+(?:the\s+)?(?:windows\s+)?update",
-            ),
-            (
-                "Test the hardware: disk health (`Get-PhysicalDisk`, the vendor's tool) and "
-                "memory (`mdsched`).",
-                r"\bsmart\b|mdsched|memory (?:test|diagnostic)|memtest|chkdsk",
-            ),
-        ],
-        checks=[(0, 2), (0,), (1,), (1, 3, 4), (2,)],
-    ),
-    _area(
-        "certs",
-        "Certificates / TLS",
-        [
-            (r"certificates?|\bcerts?\b|\bssl\b|\btls\b", 3),
-            (
-                r"not secure|connection is not private|err_cert|sec_error|ssl_error|"
-                r"handshake (?:failed|failure)|cert(?:ificate)? (?:has |is )?expired|untrusted|"
-                r"self-signed",
-                4,
-            ),
-            (r"let'?s ?encrypt|\bacme\b|certbot|win-acme|wildcard|\bcsr\b|\bpfx\b|intermediate", 3),
-            (r"schannel", 3),
-        ],
-        [
-            (
-                "The certificate has expired, or its automatic renewal (Let's Encrypt/ACME "
-                "job) stopped working.",
-                r"expir|renew|let'?s ?encrypt|acme|certbot|today|date",
-            ),
-            (
-                "The server sends an incomplete chain (missing intermediate), so some clients "
-                "don't trust it.",
-                r"chain|intermediate|some (?:users|clients|devices)|android|iphone|java|untrusted",
-            ),
-            (
-                "The name users connect to is not on the certificate, or the wrong "
-                "certificate is bound to the site or service.",
-                r"mismatch|\bsan\b|hostname|name|binding|bound|wrong cert|wildcard",
-            ),
-            (
-                "A TLS version or cipher mismatch (TLS 1.0/1.1 disabled, Schannel errors) "
-                "breaks the handshake with older clients or devices.",
-                r"tls ?1\.[01]|protocol|cipher|schannel|handshake|older|legacy|printer|scanner",
-            ),
-        ],
-        [
-            (
-                "Inspect the served certificate and chain: `openssl s_client -connect "
-                "{host}:443 -servername {host} -showcerts` (expiry, names, issuer chain).",
-                r"openssl|s_client|ssl ?labs|checked (?:the )?cert",
-            ),
-            (
-                "Renew or re-issue the certificate, install it with its full chain, and read "
-                "the renewal job's log (win-acme/certbot scheduled task).",
-                r"renew\w*|re-?issu\w*|new cert",
-            ),
-            (
-                "Confirm the right certificate is bound to the service (IIS bindings, "
-                "`netsh http show sslcert`, `Get-ExchangeCertificate`, RD Gateway, the "
-                "firewall's SSL VPN).",
-                r"binding",
-            ),
-            (
-                "Check the System log for Schannel errors (Event IDs 36874, 36887, 36888) and "
-                "the TLS versions both ends allow.",
-                r"schannel",
-            ),
-        ],
-        checks=[(), (0, 1), (2,), (3,)],
-    ),
-    _area(
-        "backup",
-        "Backup failures",
-        [
-            (r"\bbackups?\b", 3),
-            (
-                r"backups? (?:job )?(?:fail\w*|errors?|didn'?t run|missed|warnings?)|"
-                r"failed backups?",
-                5,
-            ),
-            (
-                r"veeam|datto|acronis|shadowprotect|storagecraft|windows server backup|wbadmin|"
-                r"axcient|backup exec|hyper backup|macrium|unitrends|rubrik",
-                4,
-            ),
-            (r"\bvss\b|volume shadow|vss writers?", 4),
-            (r"retention|offsite|replication job|restore point", 1),
-        ],
-        [
-            (
-                "A VSS writer (often SQL, Exchange or System Writer) is in a failed state, so "
-                "the snapshot for the backup cannot be taken.",
-                r"\bvss\b|writer|snapshot|shadow|0x800423f",
-            ),
-            (
-                "The backup target is full or unreachable: repository/NAS out of space, share "
-                "credentials changed, or the cloud upload failing.",
-                r"full|space|target|repository|\bnas\b|share|credential|password|cloud|upload|"
-                r"offsite|unreachable",
-            ),
-            (
-                "The job collides with another job, an antivirus scan or maintenance, or the "
-                "backup agent is stopped or outdated.",
-                r"overlap|schedule|agent|service|version|update|time(?:d)? ?out",
-            ),
-            (
-                "Changed block tracking or the hypervisor integration broke after a host or VM "
-                "change.",
-                r"\bcbt\b|changed block|hyper-?v|vmware|esxi|\bhost\b|\bvm\b|migrat",
-            ),
-        ],
-        [
-            (
-                "Open the failed job's log in the backup console and note the exact error and "
-                "when it occurred.",
-                r"job logs?|backup logs?",
-            ),
-            (
-                "On the protected machine run `vssadmin list writers` and restart the service "
-                "behind any writer that is not 'Stable, No error'.",
-                r"vssadmin|writers?",
-            ),
-            (
-                "Check the backup target: free space, reachability, and the credentials the "
-                "job uses to reach it.",
-                r"(?:target|repository|nas)\s+(?:\w+\s+){0,3}(?:space|reachable|fine|ok)",
-            ),
-            (
-                "Confirm the backup agent service runs and is a supported version, then run "
-                "the job manually outside business hours and test-restore one file.",
-                r"(?:re-?ran|re-?run|retr(?:ied|y)|ran)\s+(?:the\s+)?(?:backup|job)|"
-                r"manual(?:ly)? (?:backup|run)",
-            ),
-        ],
-        checks=[(), (0,), (1,), (2, 3)],
-    ),
-    _area(
-        "network",
-        "Network / switching / Wi-Fi",
-        [
-            (r"packet loss|dropp(?:ing|ed) packets|high latency|\blatency\b|jitter|\blaggy\b", 4),
-            (r"wi-?fi|wireless|access points?|\bssid\b|roaming|\bsignal\b", 3),
-            (
-                r"\bswitch(?:es|port)?\b|\bvlan\b|spanning tree|\bstp\b|broadcast storm|uplink|"
-                r"port flap",
-                2,
-            ),
-            (
-                r"(?:internet|network|connection) (?:is |keeps )?(?:down|slow|dropping|drops|"
-                r"intermittent|unstable)|"
-                r"intermittent(?:ly)? (?:drops?|disconnects?)|disconnect(?:s|ing)|no internet|"
-                r"limited connectivity",
-                4,
-            ),
-            (r"\bping\b|traceroute|tracert|pathping|\bmtr\b", 2),
-            (r"\bisp\b|modem|\bwan\b|fib(?:re|er)\b|circuit", 2),
-            (r"\bcable\b|\bnic\b|network adapter|ethernet|duplex", 2),
-        ],
-        [
-            (
-                "Wi-Fi trouble: channel congestion or interference, weak signal, or clients "
-                "sticking to a distant access point.",
-                r"wi-?fi|wireless|signal|\bap\b|access point|roam|rooms?|upstairs|floor",
-            ),
-            (
-                "A switching fault: a loop or broadcast storm, a flapping uplink, or a "
-                "speed/duplex mismatch on a port.",
-                r"switch|loop|storm|vlan|\bstp\b|spanning|flap|duplex|all users|whole office|"
-                r"everyone",
-            ),
-            (
-                "The ISP link or edge device drops packets or is saturated (backups, updates "
-                "or uploads using the bandwidth).",
-                r"\bisp\b|internet|\bwan\b|modem|saturat|bandwidth|upload|speed ?test|external",
-            ),
-            (
-                "One device's cable, NIC, driver or power-saving setting causes the drops.",
-                r"one (?:user|pc|computer|laptop|machine)|single|cable|\bnic\b|adapter|driver|"
-                r"power sav|dock",
-            ),
-        ],
-        [
-            (
-                "Find where loss starts: `ping -n 100` the gateway, then a public address "
-                "(1.1.1.1), then `pathping` to the affected service.",
-                r"\bping\w*|tracert|traceroute|pathping",
-            ),
-            (
-                "Read the switch logs and interface counters for errors, flapping ports and "
-                "spanning-tree changes (or the controller's dashboard).",
-                r"switch (?:logs?|counters?)|interface counters|checked (?:the )?switch",
-            ),
-            (
-                "For Wi-Fi, check the client's signal (RSSI/SNR), channel utilisation and "
-                "which access point it joined; compare with a wired connection.",
-                r"\bwired\b|ethernet cable|plugged in",
-            ),
-            (
-                "Check WAN utilisation on the firewall at the time of the problem and the "
-                "ISP's status page; run a speed test from a wired client.",
-                r"speed ?test|\bisp\b",
-            ),
-            (
-                "Swap the cable and switch port, update the NIC driver and turn off NIC power "
-                "saving on the affected machine.",
-                r"(?:swapp?\w*|replac\w*|chang\w*)\s+(?:the\s+|a\s+)?(?:\w+\s+)?(?:cable|port|"
-                r"nic)|new cable",
-            ),
-        ],
-        checks=[(), (1,), (0,), (2,), (3,)],
-    ),
-    _area(
-        "firewall",
-        "Firewall / ports",
-        [
-            (
-                r"firewall|fortigate|sonicwall|meraki mx|pfsense|sophos xg|watchguard|palo alto|"
-                r"\bnsg\b",
-                4,
-            ),
-            (
-                r"\bports? \d{2,5}\b|port forward|\bnat\b|\bacl\b|port (?:is )?(?:closed|blocked)|"
-                r"\btcp\b|\budp\b",
-                3,
-            ),
-            (r"connection refused|\brefused\b|test-netconnection|portqry|\btelnet\b", 3),
-            (r"\brdp\b|\b3389\b|remote desktop", 2),
-            (r"\bips\b|intrusion prevention|web filter|content filter|ssl inspection|geo-?ip", 3),
-        ],
-        [
-            (
-                "A firewall rule or NAT/port forward is missing or was changed, so the port "
-                "isn't reachable from where the users are.",
-                r"\brules?\b|\bnat\b|forward|\bport\b|chang|new|policy|upgrade",
-            ),
-            (
-                "The server's Windows Defender Firewall profile is Public instead of Domain "
-                "and blocks inbound traffic.",
-                r"windows firewall|defender firewall|profile|public|domain network|server",
-            ),
-            (
-                "IPS, web filtering, geo-IP blocking or SSL inspection drops the traffic.",
-                r"\bips\b|filter|geo|inspection|blocked|category|certificate",
-            ),
-            (
-                "The service isn't listening on that port (stopped, or bound elsewhere), which "
-                "looks like a firewall block.",
-                r"refused|listening|service|netstat|stopped",
-            ),
-        ],
-        [
-            (
-                "Test the port from the users' side: `Test-NetConnection {host} -Port {port}` "
-                "(or `nc -vz`), and again from the server's own network.",
-                r"test-netconnection|telnet|portqry|\bnc -",
-            ),
-            (
-                "On the server, confirm the service listens (`netstat -ano | findstr :{port}`) "
-                "and check the firewall profile and rules (`Get-NetConnectionProfile`, "
-                "`Get-NetFirewallRule`).",
-                r"netstat|get-netfirewall|get-netconnectionprofile",
-            ),
-            (
-                "Search the edge firewall's traffic log for the source and destination at the "
-                "time of failure, and read the matching policy, NAT and IPS/web-filter verdict.",
-                r"(?:firewall|traffic) logs?",
-            ),
-            (
-                "Compare the firewall's recent configuration changes with when the problem "
-                "started.",
-                r"config(?:uration)? (?:changes|history|revisions?)",
-            ),
-        ],
-        checks=[(), (1, 3), (0, 2), (0,)],
-    ),
-    _area(
-        "permissions",
-        "Permissions / access denied",
-        [
-            (
-                r"access (?:is )?denied|permission(?:s)? denied|(?:don'?t|do not|doesn'?t|"
-                r"does not) have "
-                r"(?:the )?(?:permission|access)|not authori[sz]ed|\bforbidden\b|\b403\b",
-                5,
-            ),
-            (r"permissions?\b|\bntfs\b|share permissions|security tab|inheritance", 3),
-            (
-                r"sharepoint|onedrive|shared (?:drive|folder)|mapped drive|network drive|"
-                r"file share|"
-                r"\bshares?\b",
-                2,
-            ),
-            (r"read-?only|can'?t (?:save|open|edit)|locked for editing|locked by another user", 2),
-            (r"security group|group membership|member of", 2),
-        ],
-        [
-            (
-                "The user isn't in the security group that grants access, or was just added "
-                "and hasn't signed out and in, so the token lacks the new group.",
-                r"group|new (?:user|starter|employee|hire)|added|member|recently|yesterday",
-            ),
-            (
-                "NTFS and share permissions disagree (the stricter one wins) or inheritance "
-                "was broken on the folder.",
-                r"ntfs|\bshares?\b|inherit|folder|subfolder|moved|copied",
-            ),
-            (
-                "SharePoint/OneDrive: the item has unique permissions, external sharing is "
-                "off, or the user is signed in with another account.",
-                r"sharepoint|onedrive|teams|external|guest|link|\bsite\b",
-            ),
-            (
-                "A file lock or read-only attribute, or Defender's Controlled Folder Access, "
-                "blocks writes.",
-                r"locked|read-?only|controlled folder|defender|can'?t save|antivirus",
-            ),
-        ],
-        [
-            (
-                "Check the user's effective access on the exact path (Properties > Security > "
-                "Advanced > Effective Access, or `icacls \"<path>\"`) for NTFS and share "
-                "permissions.",
-                r"effective access|icacls|checked (?:the )?(?:ntfs |share |folder )?permissions",
-            ),
-            (
-                "Confirm group membership (`whoami /groups` as the user, "
-                "`Get-ADPrincipalGroupMembership <user>`) and have the user sign out and in "
-                "after any change.",
-                r"whoami|group membership|added\s+(?:him|her|them|the user)\s+(?:\w+\s+){0,2}group|"
-                r"(?:logged|signed) (?:off|out) and (?:back )?(?:on|in)",
-            ),
-            (
-                "For SharePoint or OneDrive, use Check Permissions on the site or item and "
-                "review sharing settings in the SharePoint admin center.",
-                r"check permissions",
-            ),
-            (
-                "Look for open-file locks (Computer Management > Shared Folders > Open Files) "
-                "and Controlled Folder Access blocks in Defender's protection history.",
-                r"open files|controlled folder",
-            ),
-        ],
-        checks=[(1, 0), (0,), (2,), (3,)],
-    ),
-    _area(
-        "performance",
-        "Performance (CPU / memory / disk)",
-        [
-            (
-                r"high cpu|cpu (?:is |at |usage )?(?:pegged|maxed|spik\w*|100)|100 ?% cpu|"
-                r"cpu usage",
-                5,
-            ),
-            (
-                r"high memory|memory (?:leak|usage|pressure)|out of memory|ram (?:usage|is full)|"
-                r"paging",
-                4,
-            ),
-            (
-                r"\bslow(?:ness|ly| to| down)?\b|sluggish|takes (?:forever|ages|minutes)|freez\w*|"
-                r"not responding|unresponsive",
-                2,
-            ),
-            (r"task manager|resource monitor|perfmon|process explorer", 2),
-            (r"100 ?% disk|disk (?:usage|at) 100|disk queue|\biops\b", 3),
-            (r"msmpeng|search ?indexer|tiworker|svchost", 3),
-        ],
-        [
-            (
-                "One process (an antivirus scan, the Windows Update worker, the search indexer "
-                "or a line-of-business app) is using the CPU.",
-                r"\bcpu\b|msmpeng|tiworker|svchost|indexer|scan|process",
-            ),
-            (
-                "Memory is exhausted (a leaking application, or too many users on an RDS "
-                "host), forcing heavy paging.",
-                r"memory|\bram\b|paging|leak|\brds\b|terminal|session|users",
-            ),
-            (
-                "The disk is the bottleneck: 100% active time, a failing or slow HDD, or "
-                "storage latency on the host.",
-                r"\bdisk\b|\bhdd\b|100 ?% disk|storage|latency|iops|spinning",
-            ),
-            (
-                "Startup items, browser extensions, or an old or overheating machine make the "
-                "endpoint slow.",
-                r"startup|\bboot\b|browser|chrome|extension|\bold\b|laptop|thermal|\bfan\b|\bhot\b",
-            ),
-        ],
-        [
-            (
-                "Find the top consumers in Task Manager/Resource Monitor (CPU, memory, disk) "
-                "or with `Get-Process | Sort-Object CPU -Descending | Select-Object -First 10`.",
-                r"task manager|resource monitor|get-process|process explorer",
-            ),
-            (
-                "Record a short Performance Monitor trace during the slowness (% Processor "
-                "Time, Available MBytes, Avg. Disk sec/Transfer).",
-                r"perfmon|performance monitor",
-            ),
-            (
-                "Check disk health and latency (`Get-PhysicalDisk`, SMART, the datastore's "
-                "latency if it's a VM).",
-                r"\bsmart\b|get-physicaldisk|crystaldisk",
-            ),
-            (
-                "Line the slowness up with scheduled work (antivirus full scans, backups, "
-                "updates) and move or throttle what collides.",
-                None,
-            ),
-            (
-                "Review startup apps and services (Task Manager > Startup, Autoruns) and the "
-                "RAM against the workload.",
-                r"autoruns|startup (?:items|apps)|msconfig",
-            ),
-        ],
-        checks=[(), (0, 1, 2), (2,), (0,), (3,)],
-    ),
-    _area(
-        "security",
-        "Security incident (ransomware / phishing / compromise)",
-        [
-            (
-                r"ransom(?:ware)?|files (?:are |were |got )?encrypted|encrypted (?:all )?(?:our |"
-                r"the )?files|"
-                r"ransom note|\.locked\b|\.encrypted\b",
-                6,
-            ),
-            (
-                r"phish(?:ing)?|suspicious (?:e-?mail|link|log ?in|sign-?in)|"
-                r"clicked (?:on )?(?:a |the )?(?:link|attachment)",
-                5,
-            ),
-            (
-                r"compromis(?:e|ed)|hacked|breach|malware|virus|trojan|infected|"
-                r"(?:defender|edr|sentinelone|crowdstrike|huntress) (?:alert|detected|flagged)",
-                4,
-            ),
-            (
-                r"mfa fatigue|impossible travel|inbox rules?|forwarding rules?|"
-                r"sent (?:spam|e-?mails?) to (?:all|everyone)",
-                4,
-            ),
-            (r"unknown (?:admin|user|account)|new admin account|brute[- ]?force|failed logons", 3),
-        ],
-        [
-            (
-                "An account is compromised through phished credentials: expect malicious "
-                "inbox/forwarding rules and sign-ins from unusual locations.",
-                r"phish|clicked|credential|sign-?in|inbox rules?|forward|spam|mfa|"
-                r"impossible travel|mailbox",
-            ),
-            (
-                "Ransomware ran on a machine with access to the shares; encrypted files and "
-                "ransom notes spread from that host.",
-                r"ransom|encrypt|\.locked|decrypt|note|shares?",
-            ),
-            (
-                "Malware on an endpoint (from a download or attachment) persists and may move "
-                "laterally.",
-                r"malware|virus|trojan|infected|\bedr\b|defender|detected|download|attachment",
-            ),
-            (
-                "Exposed remote access (RDP, or VPN without MFA) is being brute-forced.",
-                r"\brdp\b|brute|4625|failed logons|\bvpn\b|exposed|3389",
-            ),
-        ],
-        [
-            (
-                "Contain first: isolate the affected machines from the network (EDR isolation "
-                "or unplug; don't power off a machine that is encrypting, to keep evidence).",
-                r"isolat\w*|unplugg\w*|disconnected (?:it|the (?:pc|machine|laptop|server))",
-            ),
-            (
-                "Disable or reset the affected accounts, revoke their sessions (Entra ID: "
-                "Revoke sessions) and require MFA re-registration.",
-                r"reset\w*\s+(?:the\s+|their\s+|his\s+|her\s+)?passwords?|passwords?\s+(?:was\s+|"
-                r"were\s+)?reset|revok\w*|disabled (?:the )?accounts?",
-            ),
-            (
-                "Read the Entra ID sign-in logs and the unified audit log for the accounts, "
-                "and remove malicious inbox/forwarding rules (`Get-InboxRule -Mailbox <user>`).",
-                r"sign-?in logs?|audit logs?|inbox rules?",
-            ),
-            (
-                "Establish the scope: which hosts and shares have encrypted or new files, when "
-                "they first appeared, and which host wrote them first.",
-                None,
-            ),
-            (
-                "Confirm offline or immutable backups are intact before any restore, and "
-                "bring in the client's incident-response contact and cyber insurer.",
-                r"checked (?:the )?backups?|backups? (?:are|is) (?:ok|fine|intact|clean)",
-            ),
-        ],
-        checks=[(), (0, 3), (0,), (1,), (1,)],
-    ),
-)
+def _load_area(value: Any, where: str) -> Area:
+    table = _table(value, where, ("key", "label", "signals", "causes", "steps"))
+    key = _name(table["key"], f"{where}: key")
+    where = f"area {key!r}"
 
+    signals = []
+    for number, item in enumerate(_items(table["signals"], f"{where}: signals"), 1):
+        here = f"{where}, signal {number}"
+        signal = _table(item, here, ("pattern", "weight"))
+        weight = signal["weight"]
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+            raise RulesError(f"{here}: weight must be a positive number, not {weight!r}")
+        signals.append((_pattern(signal["pattern"], f"{here}: pattern"), weight))
+
+    causes = []
+    for number, item in enumerate(_items(table["causes"], f"{where}: causes"), 1):
+        cause = _table(item, f"{where}, cause {number}", ("name", "text", "hints"))
+        name = _name(cause["name"], f"{where}, cause {number}: name")
+        here = f"{where}, cause {name!r}"
+        causes.append(
+            Cause(
+                name=name,
+                text=_text(cause["text"], f"{here}: text"),
+                hints=_pattern(cause["hints"], f"{here}: hints"),
+            )
+        )
+    _unique_names([cause.name for cause in causes], where, "cause named")
+    position = {cause.name: index for index, cause in enumerate(causes)}
+
+    steps = []
+    for number, item in enumerate(_items(table["steps"], f"{where}: steps"), 1):
+        here = f"{where}, step {number}"
+        step = _table(item, here, ("text", "checks"), optional=("done",))
+        text = _text(step["text"], f"{here}: text")
+        _check_placeholders(text, here)
+        checks = step["checks"]
+        if not isinstance(checks, list):
+            raise RulesError(f"{here}: checks must be a list of cause names ([] for a first look)")
+        for name in checks:
+            if not isinstance(name, str) or name not in position:
+                raise RulesError(
+                    f"{here}: checks names unknown cause {name!r}; "
+                    f"the area's causes are {', '.join(position)}"
+                )
+        done = _pattern(step["done"], f"{here}: done") if "done" in step else None
+        steps.append(Step(text, done, tuple(position[name] for name in checks)))
+
+    return Area(
+        key=key,
+        label=_text(table["label"], f"{where}: label"),
+        signals=tuple(signals),
+        causes=tuple(causes),
+        steps=tuple(steps),
+    )
+
+
+def _table(
+    value: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise RulesError(f"{where}: must be a table, not {type(value).__name__}")
+    missing = [field for field in required if field not in value]
+    if missing:
+        raise RulesError(f"{where}: missing {', '.join(missing)}")
+    unknown = sorted(set(value) - set(required) - set(optional))
+    if unknown:
+        raise RulesError(f"{where}: unknown field {', '.join(unknown)}")
+    return value
+
+
+def _items(value: Any, where: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise RulesError(f"{where}: must be a non-empty list")
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+        raise RulesError(f"{where}: must be a lower-case name like wrong_dns_server, not {value!r}")
+    return value
+
+
+def _unique_names(names: list[str], where: str, what: str) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise RulesError(f"{where}: more than one {what} {repeated[0]!r}")
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise RulesError(f"{where}: must be non-empty text")
+    # Long texts wrap over lines in the file; they read as one paragraph.
+    return " ".join(value.split())
+
+
+def _pattern(value: Any, where: str) -> re.Pattern:
+    # A list reads better than one long alternation: any of its patterns matches.
+    if isinstance(value, list) and value and all(isinstance(part, str) for part in value):
+        value = "|".join(value)
+    if not isinstance(value, str) or not value:
+        raise RulesError(f"{where}: must be a regular expression or a list of them")
+    try:
+        return _rx(value)
+    except re.error as error:
+        raise RulesError(f"{where}: not a valid regular expression: {error}") from None
+
+
+def _check_placeholders(text: str, where: str) -> None:
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+    except ValueError as error:
+        raise RulesError(f"{where}: text has a stray brace: {error}") from None
+    unknown = sorted(fields - PLACEHOLDERS)
+    if unknown:
+        raise RulesError(
+            f"{where}: text names unknown placeholder {unknown[0]!r}; "
+            f"known are {', '.join(sorted(PLACEHOLDERS))}"
+        )
+
+
+def _meanings(value: Any, what: str, shape: str, areas: list[str]) -> dict[str, tuple[str, str]]:
+    if not isinstance(value, Mapping):
+        raise RulesError(f"{what}s: must be a table")
+    meanings: dict[str, tuple[str, str]] = {}
+    for key, item in value.items():
+        where = f"{what} {key}"
+        # Codes are matched in lower case and event IDs as digits: another shape never matches.
+        if not re.fullmatch(shape, key):
+            raise RulesError(f"{where}: must look like {shape}")
+        entry = _table(item, where, ("area", "meaning"))
+        if entry["area"] not in areas:
+            raise RulesError(f"{where}: names unknown area {entry['area']!r}")
+        meanings[key] = (entry["area"], _text(entry["meaning"], f"{where}: meaning"))
+    return meanings
+
+
+RULES = load_rules(resources.files(__package__).joinpath(RULES_FILE).read_text(encoding="utf-8"))
+AREAS = RULES.areas
 AREAS_BY_KEY = {area.key: area for area in AREAS}
-
-GENERIC_CAUSES = (
-    "Not enough detail yet to point at one component: the endpoint, the network and the "
-    "service the user is trying to reach are all still candidates.",
-    "A recent change (an update, a password change, a new device or a configuration "
-    "change) is the usual trigger; when it last worked narrows it down.",
-    "The scope is unknown: whether one user, one site or everyone is affected decides "
-    "where to look next.",
-)
-
-GENERIC_STEPS = (
-    Step(
-        "Establish scope and timeline: who is affected (one user, a group, everyone), since "
-        "when, and what changed just before.",
-        None,
-    ),
-    Step(
-        "Reproduce the problem and capture the exact error message or code (a screenshot) "
-        "and the time it happened.",
-        None,
-    ),
-    Step(
-        "Read the System and Application logs in Event Viewer on the affected machine around "
-        "that time.",
-        _rx(r"event (?:viewer|logs?)"),
-    ),
-    Step(
-        "Test as another user, on another device and from another network to isolate whether "
-        "it's the user, the machine or the service.",
-        _rx(r"(?:another|different|other) (?:user|pc|computer|device|machine|network|laptop)"),
-    ),
-    Step(
-        "Restart the affected application or service (and the machine, if safe) and note "
-        "whether the problem comes back.",
-        _rx(r"\bre-?boot\w*|\brestart\w*|power[- ]cycl\w*"),
-    ),
-)
-
-# Windows, NT status and Office error codes whose meaning points at an area.
-KNOWN_CODES: dict[str, tuple[str, str]] = {
-    "0x80070005": ("permissions", "access denied"),
-    "0x80004005": ("permissions", "unspecified error, often access or share related"),
-    "0x80070070": ("disk", "not enough disk space"),
-    "0x80070027": ("disk", "disk full"),
-    "0x800f0922": ("updates_boot", "update failed: reserved partition too small or no connection"),
-    "0x800f081f": ("updates_boot", "component store source files missing"),
-    "0x80073712": ("updates_boot", "component store corrupt"),
-    "0x80070643": ("updates_boot", "update installation failed"),
-    "0x8024402c": ("updates_boot", "update server name could not be resolved"),
-    "0x0000007b": ("updates_boot", "INACCESSIBLE_BOOT_DEVICE"),
-    "0x000000ef": ("updates_boot", "CRITICAL_PROCESS_DIED"),
-    "0x80072ee7": ("dns", "server name could not be resolved"),
-    "0x80072efe": ("network", "connection to the server was interrupted"),
-    "0x80072ee2": ("network", "connection timed out"),
-    "0x80070035": ("network", "network path not found"),
-    "0x80070043": ("network", "network name cannot be found"),
-    "0x800704cf": ("network", "network location cannot be reached"),
-    "0xc000006a": ("ad_auth", "wrong password"),
-    "0xc0000234": ("ad_auth", "account locked out"),
-    "0xc0000071": ("ad_auth", "password expired"),
-    "0xc0000224": ("ad_auth", "password must be changed"),
-    "0xc0000072": ("ad_auth", "account disabled"),
-    "0xc0000193": ("ad_auth", "account expired"),
-    "0xc0000064": ("ad_auth", "user name does not exist"),
-    "0xc0000133": ("ad_auth", "clock differs from the domain controller's"),
-    "0xc000018d": ("ad_auth", "trust relationship failed"),
-    "0x0000011b": ("printing", "printer connection blocked by print spooler hardening"),
-    "0x00000709": ("printing", "printer connection or default printer error"),
-    "0x0000007c": ("printing", "printer connection failed"),
-    "0x8004010f": ("m365_mail", "Outlook data file or offline address book not accessible"),
-    "0x800ccc0e": ("m365_mail", "Outlook cannot connect to the mail server"),
-    "0x800ccc0f": ("m365_mail", "connection to the mail server was interrupted"),
-    "0x80040115": ("m365_mail", "Outlook cannot reach Exchange"),
-    "0x80090016": ("m365_mail", "keyset does not exist (Office sign-in token storage)"),
-    "0x800423f3": ("backup", "VSS writer failed (retryable)"),
-    "0x800423f4": ("backup", "VSS writer failed (non-retryable)"),
-    "0x80042306": ("backup", "shadow copy provider vetoed the snapshot"),
-}
-
-# Event IDs whose meaning points at an area.
-KNOWN_EVENTS: dict[str, tuple[str, str]] = {
-    "4740": ("ad_auth", "account locked out"),
-    "4625": ("ad_auth", "failed logon"),
-    "4771": ("ad_auth", "Kerberos pre-authentication failed"),
-    "4776": ("ad_auth", "NTLM credential validation"),
-    "5719": ("ad_auth", "no domain controller available"),
-    "3210": ("ad_auth", "secure channel to the domain failed"),
-    "1129": ("ad_auth", "Group Policy could not reach a domain controller"),
-    "1014": ("dns", "DNS name resolution timed out"),
-    "4013": ("dns", "DNS server waiting for directory sync"),
-    "4199": ("dhcp", "IP address conflict"),
-    "1063": ("dhcp", "DHCP scope out of addresses"),
-    "1020": ("dhcp", "DHCP scope almost full"),
-    "41": ("updates_boot", "unexpected restart (Kernel-Power)"),
-    "1001": ("updates_boot", "bugcheck"),
-    "6008": ("updates_boot", "unexpected shutdown"),
-    "7": ("updates_boot", "bad block on disk"),
-    "55": ("updates_boot", "file system corruption"),
-    "2013": ("disk", "low disk space"),
-    "36874": ("certs", "TLS handshake: no shared protocol or cipher"),
-    "36887": ("certs", "fatal TLS alert received"),
-    "36888": ("certs", "fatal TLS alert generated"),
-    "8193": ("backup", "VSS error"),
-    "12289": ("backup", "VSS error"),
-    "4202": ("network", "network adapter disconnected"),
-    "4227": ("network", "TCP/IP ports exhausted"),
-    "2019": ("performance", "nonpaged memory pool exhausted"),
-    "2020": ("performance", "paged memory pool exhausted"),
-}
+GENERIC_CAUSES = RULES.generic_causes
+GENERIC_STEPS = RULES.generic_steps
+KNOWN_CODES = RULES.codes
+KNOWN_EVENTS = RULES.events
+# Canonical names for what engineers usually say they tried, for the summary.
+TRIED_ACTIONS = RULES.tried
 
 CODE_WEIGHT = 4.0
 EVENT_WEIGHT = 3.0
@@ -1326,67 +344,6 @@ _NOT_DONE = _rx(
     r"\b(?:haven'?t|have not|hasn'?t|has not|not yet|didn'?t (?:try|get)|did not (?:try|get)|"
     r"won'?t|will|i'll|we'll|going to|plan(?:ning)? to|next|should (?:i|we)|could (?:i|we)|"
     r"can (?:i|we)|shall (?:i|we)|do (?:i|we) need|needs? to|please)\b"
-)
-
-# Canonical names for what engineers usually say they tried, for the summary.
-TRIED_ACTIONS: tuple[tuple[str, re.Pattern], ...] = tuple(
-    (label, _rx(pattern))
-    for label, pattern in (
-        ("restarted the print spooler", r"spool"),
-        (
-            "flushed DNS",
-            r"flush\w*\s+(?:the\s+)?(?:dns|cache)|flushdns|(?:dns|cache)\s+(?:was\s+)?flushed",
-        ),
-        ("renewed the IP lease", r"ipconfig /renew|renew\w*\s+(?:the\s+)?(?:ip|lease)"),
-        (
-            "reset the password",
-            r"reset\w*\s+(?:the\s+|their\s+|his\s+|her\s+|user'?s\s+)?password|"
-            r"password\s+(?:was\s+|has been\s+)?reset",
-        ),
-        ("unlocked the account", r"unlock"),
-        (
-            "recreated the Outlook profile",
-            r"(?:new|re-?creat\w*|rebuil\w*|fresh)\s+(?:an?\s+|the\s+)?(?:outlook\s+)?profile",
-        ),
-        (
-            "repaired Office",
-            r"(?:repair\w*|re-?install\w*)\s+(?:ms\s+|microsoft\s+)?office|(?:quick|online) repair",
-        ),
-        (
-            "reinstalled the driver",
-            r"(?:re-?install\w*|updat\w*|roll\w* back)\s+(?:the\s+)?(?:\w+\s+)?driver",
-        ),
-        (
-            "cleaned up disk space",
-            r"disk cleanup|cleanmgr|(?:clear\w*|delet\w*|empt\w*|remov\w*|purg\w*)\s+(?:the\s+|"
-            r"all\s+|old\s+)*(?:\w+\s+)?(?:temp|tmp|logs?)\b",
-        ),
-        ("ran sfc/DISM", r"\bsfc\b|\bdism\b"),
-        ("ran gpupdate", r"gpupdate"),
-        (
-            "checked/cleared saved credentials",
-            r"credential manager|(?:clear\w*|remov\w*|delet\w*)\s+(?:the\s+|saved\s+|cached\s+|"
-            r"stored\s+)*credentials",
-        ),
-        (
-            "reinstalled the VPN client",
-            r"re-?install\w*\s+(?:the\s+)?(?:vpn|anyconnect|globalprotect|forticlient)",
-        ),
-        ("ran ping/traceroute", r"\bping\w*|tracert|traceroute|pathping"),
-        ("checked the event logs", r"event (?:viewer|logs?)"),
-        ("rejoined the domain", r"re-?join\w*|test-computersecurechannel"),
-        (
-            "swapped the cable/port",
-            r"(?:swapp?\w*|replac\w*|chang\w*)\s+(?:the\s+|a\s+)?(?:\w+\s+)?(?:cable|port)",
-        ),
-        ("renewed the certificate", r"renew\w*\s+(?:the\s+)?(?:ssl\s+|tls\s+)?cert"),
-        ("re-ran the backup", r"(?:re-?ran|re-?run|retr(?:ied|y)|ran)\s+(?:the\s+)?(?:backup|job)"),
-        (
-            "rebooted",
-            r"\bre-?boot\w*|\brestart\w*\s+(?:the\s+|their\s+|his\s+|her\s+)?(?:pc|computer|"
-            r"machine|laptop|server|workstation|device|desktop)|power[- ]cycl\w*",
-        ),
-    )
 )
 
 
