@@ -1,5 +1,6 @@
 """Fixtures: real Postgres and Redis (given or embedded), a private database and Redis db per
-run, the app, a client, tenants with users of every role, and a real Celery worker process."""
+run, the app, a client, tenants with users of every role (built by tests/factories.py), a local
+PSA server, and a real Celery worker process."""
 from __future__ import annotations
 
 import os
@@ -8,13 +9,16 @@ import subprocess
 import sys
 import time
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis as redis_lib
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+
+if TYPE_CHECKING:
+    from tests.factories import Tenant
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PASSWORD = "correct-horse-battery"
@@ -68,6 +72,14 @@ def smtp_server():
     server = SmtpServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def psa_server():
+    """A fresh local PSA server speaking all three APIs, with tickets 1001 and 1002."""
+    from tests.servers.psa import PsaServer
+    with PsaServer() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -173,47 +185,14 @@ def db_session(app):
         db.session.remove()
 
 
-@dataclass
-class Tenant:
-    """An account with one user per role; `headers(role)` logs that user in."""
-    account_id: int
-    users: dict[str, object] = field(default_factory=dict)
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    def headers(self, role: str = "owner") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"}
-
-
 @pytest.fixture
 def make_tenant(app, client):
     """Create tenants: owner, admin, engineer, viewer (plus extra engineers), each logged in."""
-    from webapp.auth import hash_password, issue_token
-    from webapp.extensions import db
-    from webapp.models import Account, User
-
-    counter = iter(range(1, 10_000))
+    from tests.factories import create_tenant
+    numbers = iter(range(1, 10_000))
 
     def make(name: str = "Acme MSP", extra_engineers: int = 0) -> Tenant:
-        with app.app_context():
-            account = Account(name=name)
-            db.session.add(account)
-            db.session.flush()
-            tenant = Tenant(account_id=account.id)
-            roles = ["owner", "admin", "engineer", "viewer"] + [
-                f"engineer{i}" for i in range(2, extra_engineers + 2)]
-            password_hash = hash_password(TEST_PASSWORD)
-            for label in roles:
-                n = next(counter)
-                user = User(account_id=account.id, email=f"{label}{n}@{account.id}.example",
-                            name=f"{label.title()} {n}", role=label.rstrip("0123456789"),
-                            password_hash=password_hash)
-                db.session.add(user)
-                db.session.flush()
-                token, _ = issue_token(user)
-                tenant.users[label] = {"id": user.id, "email": user.email, "name": user.name}
-                tenant.tokens[label] = token
-            db.session.commit()
-            return tenant
+        return create_tenant(app, name, extra_engineers, numbers)
 
     return make
 

@@ -1,9 +1,11 @@
 """Rules of the layout that a grep can hold: the code keeps them as it grows."""
+import ast
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS_LITERAL = re.compile(r"""["'](pending|sending|sent|failed|dead|skipped)["']""")
+TEST_MODULE = re.compile(r"tests(\.\w+)*\.test_\w+")
 
 
 def python_files(*folders):
@@ -60,3 +62,28 @@ def test_domain_errors_answer_in_the_one_error_shape(app):
             response = answer(error)
             assert response.status_code == status == STATUS_OF[type(error)]
             assert response.get_json()["error"]["code"] == code
+
+
+def imported_modules(path, node):
+    """What an import statement may bring in: the modules it names, and for `from x import y`
+    also x.y (y may be a module); relative imports are read from the file's package."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    package = list(path.relative_to(ROOT).parent.parts)
+    base = package[:len(package) - node.level + 1] if node.level else []
+    module = ".".join(base + ([node.module] if node.module else []))
+    return [module, *(f"{module}.{alias.name}" for alias in node.names)]
+
+
+def test_no_test_module_imports_another():
+    """What tests share lives in tests/factories.py (builders), tests/helpers.py (looking into
+    what the app wrote), the conftest files (fixtures) and tests/servers; a test module is
+    never imported."""
+    found = sorted({f"{path.relative_to(ROOT)}:{node.lineno}: {module}"
+                    for path in python_files("tests") if path.name.startswith("test_")
+                    for node in ast.walk(ast.parse(path.read_text()))
+                    for module in imported_modules(path, node)
+                    if TEST_MODULE.fullmatch(module)})
+    assert found == []

@@ -10,8 +10,8 @@ import time
 
 import httpx
 
-from tests.conftest import ROOT, wait_for
 from devtools.embedded import free_port
+from tests.conftest import ROOT, wait_for
 
 
 def test_the_run_command_serves_the_demo_until_interrupted(app, app_env):

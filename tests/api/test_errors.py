@@ -1,13 +1,5 @@
 """Every error, including Flask's own, answers in the one error shape."""
-
-
-def assert_error_shape(response, status, code):
-    assert response.status_code == status
-    assert response.is_json
-    error = response.get_json()["error"]
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert "Traceback" not in response.get_data(as_text=True)
+from tests.helpers import assert_error_shape
 
 
 def test_unknown_path_is_404_in_shape(client, tenant):

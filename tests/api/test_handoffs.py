@@ -4,31 +4,9 @@ import threading
 import pytest
 from sqlalchemy import text
 
+from tests.factories import escalate, make_session, post_handoff
 from webapp.extensions import db
 from webapp.models import AiSession, Delivery, Handoff
-
-
-def new_session(client, tenant, role="engineer", **fields):
-    body = {"title": "Exchange mail stuck", "problem": "Outbound mail queued since 9am",
-            "client_name": "Contoso", "psa_ticket_id": "T-100", **fields}
-    response = client.post("/api/v1/ai-sessions", json=body, headers=tenant.headers(role))
-    assert response.status_code == 201
-    session_id = response.get_json()["id"]
-    client.post(f"/api/v1/ai-sessions/{session_id}/messages", headers=tenant.headers(role),
-                json={"role": "engineer", "content": "Already restarted the transport service"})
-    return session_id
-
-
-def hand_off(client, tenant, session_id, role="engineer", **fields):
-    body = {"intent": "escalate", "note": "Need someone with Exchange admin rights", **fields}
-    return client.post(f"/api/v1/ai-sessions/{session_id}/handoff", json=body,
-                       headers=tenant.headers(role))
-
-
-def escalate(client, tenant, role="engineer", **fields):
-    response = hand_off(client, tenant, new_session(client, tenant, role), role, **fields)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
 
 
 def deliveries_of(app, handoff_id):
@@ -39,8 +17,8 @@ def deliveries_of(app, handoff_id):
 
 
 def test_escalation_carries_snapshot_and_moves_session(client, tenant):
-    session_id = new_session(client, tenant)
-    response = hand_off(client, tenant, session_id, urgency="high")
+    session_id = make_session(client, tenant)
+    response = post_handoff(client, tenant, session_id, urgency="high")
     assert response.status_code == 201
     handoff = response.get_json()
     assert handoff["intent"] == "escalate" and handoff["status"] == "open"
@@ -81,8 +59,8 @@ def test_recipients_are_exactly_the_active_seniors_of_the_account(app, client, m
 
 
 def test_park_is_private_and_creates_no_email_or_psa_rows(app, client, tenant):
-    session_id = new_session(client, tenant)
-    response = hand_off(client, tenant, session_id, intent="park", note="back after lunch")
+    session_id = make_session(client, tenant)
+    response = post_handoff(client, tenant, session_id, intent="park", note="back after lunch")
     assert response.status_code == 201
     park = response.get_json()
     assert [c for c, *_ in deliveries_of(app, park["id"])] == ["assessment"]
@@ -101,22 +79,22 @@ def test_park_is_private_and_creates_no_email_or_psa_rows(app, client, tenant):
 
 def test_second_open_handoff_is_409(client, tenant):
     handoff = escalate(client, tenant)
-    again = hand_off(client, tenant, handoff["session_id"], intent="park")
+    again = post_handoff(client, tenant, handoff["session_id"], intent="park")
     assert again.status_code == 409
     assert again.get_json()["error"]["code"] == "open_handoff_exists"
 
 
 @pytest.mark.parametrize("role", ["viewer", "engineer"])
 def test_only_the_owner_or_an_admin_hands_off(client, tenant, make_tenant, role):
-    session_id = new_session(client, tenant, role="admin")
-    response = hand_off(client, tenant, session_id, role=role)
+    session_id = make_session(client, tenant, role="admin")
+    response = post_handoff(client, tenant, session_id, role=role)
     assert response.status_code == 403
-    assert hand_off(client, tenant, session_id, role="owner").status_code == 201
+    assert post_handoff(client, tenant, session_id, role="owner").status_code == 201
 
 
 def test_viewer_cannot_hand_off_even_their_own_session(client, tenant):
-    session_id = new_session(client, tenant, role="viewer")
-    assert hand_off(client, tenant, session_id, role="viewer").status_code == 403
+    session_id = make_session(client, tenant, role="viewer")
+    assert post_handoff(client, tenant, session_id, role="viewer").status_code == 403
 
 
 @pytest.mark.parametrize("body,field", [
@@ -132,7 +110,7 @@ def test_viewer_cannot_hand_off_even_their_own_session(client, tenant):
     ({"intent": "escalate", "note": "x", "assignee": 3}, "assignee"),
 ])
 def test_bad_handoff_bodies_are_422_and_write_nothing(app, client, tenant, body, field):
-    session_id = new_session(client, tenant)
+    session_id = make_session(client, tenant)
     response = client.post(f"/api/v1/ai-sessions/{session_id}/handoff", json=body,
                            headers=tenant.headers("engineer"))
     assert response.status_code == 422
@@ -148,7 +126,7 @@ def test_note_of_exactly_4000_characters_is_accepted(client, tenant):
 
 
 def test_failed_write_leaves_nothing_half_written(app, client, tenant):
-    session_id = new_session(client, tenant)
+    session_id = make_session(client, tenant)
     with app.app_context(), db.engine.begin() as conn:
         conn.execute(text("""
             CREATE FUNCTION refuse_delivery() RETURNS trigger AS $$
@@ -157,7 +135,7 @@ def test_failed_write_leaves_nothing_half_written(app, client, tenant):
             CREATE TRIGGER refuse_delivery BEFORE INSERT ON deliveries
             FOR EACH ROW EXECUTE FUNCTION refuse_delivery();"""))
     try:
-        response = hand_off(client, tenant, session_id)
+        response = post_handoff(client, tenant, session_id)
     finally:
         with app.app_context(), db.engine.begin() as conn:
             conn.execute(text("DROP TRIGGER refuse_delivery ON deliveries;"
@@ -169,7 +147,7 @@ def test_failed_write_leaves_nothing_half_written(app, client, tenant):
         assert db.session.scalar(db.select(db.func.count(Handoff.id))) == 0
         assert db.session.scalar(db.select(db.func.count(Delivery.id))) == 0
         assert db.session.get(AiSession, session_id).status == "active"
-    assert hand_off(client, tenant, session_id).status_code == 201
+    assert post_handoff(client, tenant, session_id).status_code == 201
 
 
 def test_twenty_concurrent_claims_have_exactly_one_winner(app, make_tenant):
@@ -226,16 +204,16 @@ def test_viewer_cannot_claim(client, tenant):
 
 
 def test_a_park_cannot_be_claimed(client, tenant):
-    session_id = new_session(client, tenant)
-    park = hand_off(client, tenant, session_id, intent="park").get_json()
+    session_id = make_session(client, tenant)
+    park = post_handoff(client, tenant, session_id, intent="park").get_json()
     response = client.post(f"/api/v1/handoffs/{park['id']}/claim",
                            headers=tenant.headers("engineer"))
     assert response.status_code == 409
 
 
 def test_resume_by_the_parker_reactivates_the_session(client, tenant):
-    session_id = new_session(client, tenant)
-    park = hand_off(client, tenant, session_id, intent="park").get_json()
+    session_id = make_session(client, tenant)
+    park = post_handoff(client, tenant, session_id, intent="park").get_json()
     response = client.post(f"/api/v1/handoffs/{park['id']}/resume",
                            headers=tenant.headers("engineer"))
     assert response.status_code == 200 and response.get_json()["status"] == "resumed"
@@ -244,7 +222,7 @@ def test_resume_by_the_parker_reactivates_the_session(client, tenant):
     again = client.post(f"/api/v1/handoffs/{park['id']}/resume",
                         headers=tenant.headers("engineer"))
     assert again.status_code == 409
-    assert hand_off(client, tenant, session_id).status_code == 201
+    assert post_handoff(client, tenant, session_id).status_code == 201
 
 
 def test_an_escalation_cannot_be_resumed(client, tenant):

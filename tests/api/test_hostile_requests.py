@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from tests.api.test_errors import assert_error_shape
 from tests.conftest import app_config, artifacts_dir
+from tests.helpers import assert_error_shape
 from webapp import create_app
 
 

@@ -1,4 +1,5 @@
-"""Fixtures for the PSA adapter tests: the local PSA server, a loopback-only client, Redis."""
+"""Fixtures for the PSA adapter tests: a loopback-only client, Redis, and delivering as the task
+would (the local PSA server, `psa_server`, is tests/conftest.py's)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,11 @@ import httpx
 import pytest
 import redis as redis_lib
 
-from tests.servers.psa import PsaServer
 from webapp.integrations.psa import PsaAdapter, PsaRetryable, write_note_once
 
 
 def _loopback_only(request: httpx.Request) -> None:
     assert request.url.host in ("127.0.0.1", "localhost"), f"non-loopback request: {request.url}"
-
-
-@pytest.fixture
-def psa_server() -> Iterator[PsaServer]:
-    """A fresh local PSA server speaking all three APIs."""
-    with PsaServer() as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,8 @@ import pytest
 
 from tasks import psa as psa_tasks
 from tests.conftest import app_config
-from tests.servers.psa import PsaServer
-from tests.tasks.test_psa_push import psa_row
-from tests.tasks.test_redelivery import undispatched_handoff
+from tests.factories import undispatched_handoff
+from tests.helpers import psa_row
 from webapp import create_app
 from webapp.extensions import db
 from webapp.integrations import outbound
@@ -36,12 +35,6 @@ def test_local_and_private_urls_are_refused_without_resolving(url):
 ])
 def test_public_urls_and_names_pass_the_static_check(url):
     assert outbound.refusal_for_url(url) is None
-
-
-@pytest.fixture
-def psa_server():
-    with PsaServer(tickets=("1001",)) as server:
-        yield server
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])

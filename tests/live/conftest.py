@@ -77,6 +77,11 @@ class SseEvent:
         return json.loads(self.data)
 
 
+def handoff_ids(events: list[SseEvent]) -> list[int]:
+    """The ids of the handoffs the events are about, in their order."""
+    return [event.json()["handoff"]["id"] for event in events]
+
+
 @dataclass
 class SseStream:
     """A streaming GET of the live endpoint, parsed as the SSE spec says, in a thread."""
@@ -179,17 +184,3 @@ class SseStream:
     def close(self) -> None:
         self.stop()
         self.join()
-
-
-def new_escalation(http: httpx.Client, base_url: str, tenant, role: str = "engineer",
-                   note: str = "Need someone with Exchange admin rights") -> dict:
-    """A session and its escalation, created through the HTTP API; returns the handoff."""
-    headers = tenant.headers(role)
-    session = http.post(base_url + "/api/v1/ai-sessions", headers=headers,
-                        json={"title": "Exchange mail stuck", "problem": "Outbound mail queued",
-                              "client_name": "Contoso", "psa_ticket_id": "T-100"})
-    assert session.status_code == 201, session.text
-    handoff = http.post(f"{base_url}/api/v1/ai-sessions/{session.json()['id']}/handoff",
-                        headers=headers, json={"intent": "escalate", "note": note})
-    assert handoff.status_code == 201, handoff.text
-    return handoff.json()

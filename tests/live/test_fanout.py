@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from tests.conftest import wait_for
-from tests.live.conftest import KEEPALIVE_SECONDS, STREAM_PATH, new_escalation
-from tests.live.test_stream import handoff_ids
+from tests.factories import escalate
+from tests.live.conftest import KEEPALIVE_SECONDS, STREAM_PATH, handoff_ids
 from webapp import live
 from webapp.redis_client import get_redis
 
@@ -35,7 +35,7 @@ def test_200_concurrent_subscribers_each_get_the_event_and_hold_no_database_conn
     assert numsub(app, tenant.account_id) == 1
 
     started = time.monotonic()
-    created = new_escalation(http, web.base_url, tenant)
+    created = escalate(http, tenant, base_url=web.base_url)
     assert time.monotonic() - started < 2
     for stream in opened:
         events = stream.wait_events(1, 10)
@@ -54,7 +54,7 @@ def test_the_subscription_is_released_within_a_keepalive_of_the_last_client_leav
     ours[0].close()
     time.sleep(KEEPALIVE_SECONDS + 0.3)
     assert numsub(app, tenant.account_id) == 1, "one client of the account is still there"
-    created = new_escalation(http, web.base_url, tenant)
+    created = escalate(http, tenant, base_url=web.base_url)
     assert handoff_ids(ours[1].wait_events(1, kind="handoff_created")) == [created["id"]]
 
     ours[1].close()

@@ -4,9 +4,9 @@ import itertools
 import json
 import time
 
+from devtools.embedded import free_port
 from tests.conftest import app_config
 from webapp import create_app, live
-from devtools.embedded import free_port
 from webapp.live import hub as live_hub
 from webapp.live.publish import KEEPALIVE
 from webapp.redis_client import get_redis

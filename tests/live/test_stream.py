@@ -6,16 +6,13 @@ import random
 import threading
 import time
 
+from devtools.embedded import free_port
 from tests.conftest import app_config
-from tests.live.conftest import KEEPALIVE_SECONDS, STREAM_PATH, new_escalation
+from tests.factories import escalate
+from tests.live.conftest import KEEPALIVE_SECONDS, STREAM_PATH, handoff_ids
 from webapp import create_app, live
 from webapp.api import stream as stream_view
-from devtools.embedded import free_port
 from webapp.redis_client import get_redis
-
-
-def handoff_ids(events):
-    return [event.json()["handoff"]["id"] for event in events]
 
 
 def test_no_token_is_401_and_a_bad_one_too(web, streams):
@@ -59,8 +56,8 @@ def test_subscriber_gets_its_accounts_events_and_none_of_anothers_whatever_chann
             for channel in (theirs, str(other_tenant.account_id), "sse")]
     other = streams(web.base_url, other_tenant.headers("engineer"))
 
-    foreign = new_escalation(http, web.base_url, other_tenant)
-    own = new_escalation(http, web.base_url, tenant)
+    foreign = escalate(http, other_tenant, base_url=web.base_url)
+    own = escalate(http, tenant, base_url=web.base_url)
 
     assert handoff_ids(other.wait_events(1, kind="handoff_created")) == [foreign["id"]]
     for stream in mine:
@@ -76,11 +73,11 @@ def test_subscriber_gets_its_accounts_events_and_none_of_anothers_whatever_chann
 def test_events_carry_their_stream_id_type_and_handoff_summary(app, web, http, streams,
                                                                tenant):
     stream = streams(web.base_url, tenant.headers("admin"))
-    created = new_escalation(http, web.base_url, tenant)
+    created = escalate(http, tenant, base_url=web.base_url)
     claimed = http.post(f"{web.base_url}/api/v1/handoffs/{created['id']}/claim",
                         headers=tenant.headers("admin"))
     assert claimed.status_code == 200
-    withdrawn = new_escalation(http, web.base_url, tenant)
+    withdrawn = escalate(http, tenant, base_url=web.base_url)
     cancelled = http.post(f"{web.base_url}/api/v1/handoffs/{withdrawn['id']}/cancel",
                           headers=tenant.headers("engineer"))
     assert cancelled.status_code == 200
@@ -116,15 +113,15 @@ def lifecycle(events):
 def test_reconnect_with_last_event_id_gets_the_missed_events_then_live_ones_once(
         web, http, streams, tenant):
     first = streams(web.base_url, tenant.headers("engineer"))
-    seen = new_escalation(http, web.base_url, tenant)
+    seen = escalate(http, tenant, base_url=web.base_url)
     last = first.wait_events(1, kind="handoff_created")[0]
     assert last.json()["handoff"]["id"] == seen["id"]
     first.close()
 
-    missed = [new_escalation(http, web.base_url, tenant)["id"] for _ in range(3)]
+    missed = [escalate(http, tenant, base_url=web.base_url)["id"] for _ in range(3)]
     again = streams(web.base_url, tenant.headers("engineer"), last_event_id=last.id)
     assert handoff_ids(again.wait_events(3, kind="handoff_created")) == missed
-    later = new_escalation(http, web.base_url, tenant)
+    later = escalate(http, tenant, base_url=web.base_url)
     created = again.wait_events(4, kind="handoff_created")
     assert handoff_ids(created) == missed + [later["id"]]
     time.sleep(0.2)
@@ -139,7 +136,7 @@ def test_ready_carries_the_start_so_a_reconnect_misses_nothing_even_before_any_e
     first = streams(web.base_url, tenant.headers("engineer"))
     start = first.ready.id
     first.close()
-    missed = new_escalation(http, web.base_url, tenant)
+    missed = escalate(http, tenant, base_url=web.base_url)
     again = streams(web.base_url, tenant.headers("engineer"), last_event_id=start)
     assert handoff_ids(again.wait_events(1, kind="handoff_created")) == [missed["id"]]
 
@@ -184,7 +181,7 @@ def test_unusable_last_event_ids_start_the_stream_from_now(app, web, http, strea
     for last_event_id in ("garbage", "9999999999999-0", "1" * 5000 + "-0", "1-" + "9" * 5000):
         stream = streams(web.base_url, tenant.headers("engineer"), last_event_id=last_event_id)
         assert stream.ready.id == newest
-    created = new_escalation(http, web.base_url, tenant)
+    created = escalate(http, tenant, base_url=web.base_url)
     assert handoff_ids(stream.wait_events(1, kind="handoff_created")) == [created["id"]]
 
 

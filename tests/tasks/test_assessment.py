@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from tests.api.test_handoffs import escalate
 from tests.conftest import wait_for
+from tests.factories import escalate
 from tests.servers.openai_compat import OpenAICompatServer
 from webapp.extensions import db
 from webapp.live import stream_key

@@ -3,7 +3,8 @@ import threading
 import time
 from datetime import timedelta
 
-from tests.tasks.test_redelivery import undispatched_handoff
+from tests.factories import undispatched_handoff
+from tests.helpers import email_row_id, get_delivery, set_delivery
 from webapp.extensions import db
 from webapp.models import Delivery
 from webapp.models.base import utcnow
@@ -12,51 +13,34 @@ from webapp.services import deliveries
 POLICY = deliveries.RetryPolicy(base=1.0, cap=1.0, max_attempts=5)
 
 
-def email_row_id(app, handoff_id):
-    with app.app_context():
-        return db.session.scalar(db.select(Delivery.id).where(
-            Delivery.handoff_id == handoff_id, Delivery.channel == "email").limit(1))
-
-
-def set_row(app, row_id, **values):
-    with app.app_context():
-        db.session.execute(db.update(Delivery).where(Delivery.id == row_id).values(**values))
-        db.session.commit()
-
-
-def get_row(app, row_id):
-    with app.app_context():
-        return db.session.get(Delivery, row_id)
-
-
 def test_a_stray_task_for_a_row_still_backing_off_does_nothing(app, app_env, tenant):
     row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
-    set_row(app, row_id, status="failed", attempts=2, last_error="451 try later",
-            next_attempt_at=utcnow() + timedelta(minutes=10))
+    set_delivery(app, row_id, status="failed", attempts=2, last_error="451 try later",
+                 next_attempt_at=utcnow() + timedelta(minutes=10))
     calls = []
     with app.app_context():
         assert deliveries.run(row_id, calls.append, POLICY) is None
     assert calls == []
-    row = get_row(app, row_id)
+    row = get_delivery(app, row_id)
     assert (row.status, row.attempts) == ("failed", 2)
 
 
 def test_a_permanent_failure_waits_for_an_admin(app, app_env, tenant):
     row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
-    set_row(app, row_id, status="dead", attempts=1, last_error="550 no such mailbox",
-            next_attempt_at=None)
+    set_delivery(app, row_id, status="dead", attempts=1, last_error="550 no such mailbox",
+                 next_attempt_at=None)
     calls = []
     with app.app_context():
         deliveries.run(row_id, calls.append, POLICY)
-    assert calls == [] and get_row(app, row_id).status == "dead"
+    assert calls == [] and get_delivery(app, row_id).status == "dead"
 
 
 def test_a_due_failed_row_is_taken(app, app_env, tenant):
     row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
-    set_row(app, row_id, status="failed", attempts=1, next_attempt_at=utcnow())
+    set_delivery(app, row_id, status="failed", attempts=1, next_attempt_at=utcnow())
     with app.app_context():
         deliveries.run(row_id, lambda row: "message-id", POLICY)
-    row = get_row(app, row_id)
+    row = get_delivery(app, row_id)
     assert (row.status, row.attempts, row.external_id) == ("sent", 2, "message-id")
 
 
@@ -75,7 +59,7 @@ def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_newer_outcome(
 
     with app.app_context():
         deliveries.run(row_id, slow_side_effect, POLICY)
-    row = get_row(app, row_id)
+    row = get_delivery(app, row_id)
     # the first worker's late answer is not recorded: the row is the second worker's
     assert (row.status, row.external_id, row.attempts) == ("sending", None, 2)
 
@@ -104,7 +88,7 @@ def test_a_side_effect_longer_than_the_lease_is_never_retaken_by_beat(app, app_e
             swept.extend(row.id for row in deliveries.take_due(
                 utcnow(), timedelta(seconds=60)))
     worker.join(10)
-    row = get_row(app, row_id)
+    row = get_delivery(app, row_id)
     assert swept == [] and calls == [row_id]
     assert (row.status, row.attempts, row.external_id) == ("sent", 1, "message-id")
 
@@ -112,11 +96,11 @@ def test_a_side_effect_longer_than_the_lease_is_never_retaken_by_beat(app, app_e
 def test_a_killed_workers_lease_runs_out_and_beat_retakes_the_row(app, app_env, tenant):
     row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
     # claimed by a worker that died: nobody renews its lease
-    set_row(app, row_id, status="sending", attempts=1,
-            lease_expires_at=utcnow() - timedelta(seconds=1))
+    set_delivery(app, row_id, status="sending", attempts=1,
+                 lease_expires_at=utcnow() - timedelta(seconds=1))
     with app.app_context():
         taken = [row.id for row in deliveries.take_due(utcnow(), timedelta(seconds=60))]
-    assert taken == [row_id] and get_row(app, row_id).status == "pending"
+    assert taken == [row_id] and get_delivery(app, row_id).status == "pending"
     # by default a lease lasts under a minute, so with beat's minute a killed worker's rows
     # are retaken within about two
     from webapp.config import Config
@@ -128,7 +112,7 @@ def test_beats_sweep_racing_a_workers_claim_hands_the_row_out_once(app, app_env,
     not wait for it and then hand the just-claimed row out again."""
     from sqlalchemy import text
     row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
-    set_row(app, row_id, status="failed", attempts=1, next_attempt_at=utcnow())
+    set_delivery(app, row_id, status="failed", attempts=1, next_attempt_at=utcnow())
     swept: list = []
     with app.app_context():
         engine = db.engine
@@ -154,7 +138,7 @@ def test_beats_sweep_racing_a_workers_claim_hands_the_row_out_once(app, app_env,
     tx.commit()
     claim.close()
     sweeper.join(10)
-    row = get_row(app, row_id)
+    row = get_delivery(app, row_id)
     assert swept == [] and row.status == "sending" and row.attempts == 2, (swept, row.status)
 
 

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.tasks.test_delivery_claims import email_row_id, get_row, set_row
-from tests.tasks.test_redelivery import undispatched_handoff
+from tests.factories import undispatched_handoff
+from tests.helpers import email_row_id, get_delivery, set_delivery
 from webapp.models.base import utcnow
 from webapp.models.handoffs import DELIVERY_STATUSES
 from webapp.services import deliveries
@@ -25,7 +25,7 @@ def test_every_move_is_allowed_or_refused_as_the_table_says(app, app_env, tenant
                                                            target):
     row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
     later = utcnow() + timedelta(minutes=5)
-    set_row(app, row_id, status=str(source), next_attempt_at=later)
+    set_delivery(app, row_id, status=str(source), next_attempt_at=later)
     allowed = target in TRANSITIONS[source]
     if not allowed:
         with pytest.raises(ForbiddenMove):
@@ -33,7 +33,7 @@ def test_every_move_is_allowed_or_refused_as_the_table_says(app, app_env, tenant
     with app.app_context():
         moved = deliveries.move(row_id, target, next_attempt_at=later)
     assert moved == allowed, (source, target)
-    assert get_row(app, row_id).status == (target if allowed else source)
+    assert get_delivery(app, row_id).status == (target if allowed else source)
 
 
 def test_failed_needs_a_scheduled_retry_in_the_code_and_in_the_database(app, app_env,
@@ -43,7 +43,7 @@ def test_failed_needs_a_scheduled_retry_in_the_code_and_in_the_database(app, app
     with app.app_context(), pytest.raises(ForbiddenMove):
         deliveries.move(row_id, DeliveryStatus.FAILED, next_attempt_at=None)
     with pytest.raises(IntegrityError):
-        set_row(app, row_id, status="failed", next_attempt_at=None)
+        set_delivery(app, row_id, status="failed", next_attempt_at=None)
 
 
 def test_a_permanent_error_ends_dead_with_its_reason_and_no_next_attempt(app, app_env,
@@ -55,6 +55,6 @@ def test_a_permanent_error_ends_dead_with_its_reason_and_no_next_attempt(app, ap
 
     with app.app_context():
         deliveries.run(row_id, refused, deliveries.RetryPolicy())
-    row = get_row(app, row_id)
+    row = get_delivery(app, row_id)
     assert (row.status, row.last_error, row.next_attempt_at) == (
         "dead", "550 no such mailbox", None)

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from tests.api.test_handoffs import hand_off, new_session
 from tests.conftest import WorkerProcess, app_config, artifacts_dir, wait_for
+from tests.factories import make_session, post_handoff
 from tests.servers.psa import PsaServer
 from webapp import create_app
 from webapp.extensions import db
@@ -60,14 +60,14 @@ def test_a_trickling_psa_of_one_tenant_delays_nobody_else(
         configure_psa(client, noisy, hostile)
         configure_psa(client, quiet, healthy)
         for n in range(HUNG_PUSHES):
-            session_id = new_session(client, noisy, psa_ticket_id="1001", title=f"Noisy {n}")
-            assert hand_off(client, noisy, session_id).status_code == 201
+            session_id = make_session(client, noisy, psa_ticket_id="1001", title=f"Noisy {n}")
+            assert post_handoff(client, noisy, session_id).status_code == 201
         # the hostile PSA holds its pushes now
         wait_for(lambda: len(hostile.requests) >= 2, 30, message="the hung pushes to start")
 
         posted = time.monotonic()
-        session_id = new_session(client, quiet, psa_ticket_id="1001")
-        response = hand_off(client, quiet, session_id)
+        session_id = make_session(client, quiet, psa_ticket_id="1001")
+        response = post_handoff(client, quiet, session_id)
         assert response.status_code == 201, response.get_json()
         handoff_id = response.get_json()["id"]
         seniors = {quiet.users[label]["email"].lower()

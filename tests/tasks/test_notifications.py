@@ -1,17 +1,9 @@
 """Escalation emails through a real worker, a real Redis broker and a real SMTP server."""
 import pytest
 
-from tests.api.test_handoffs import escalate, hand_off, new_session
 from tests.conftest import wait_for
-from webapp.extensions import db
-from webapp.models import Delivery
-
-
-def email_rows(app, handoff_id):
-    with app.app_context():
-        return list(db.session.scalars(db.select(Delivery).where(
-            Delivery.handoff_id == handoff_id, Delivery.channel == "email")
-            .order_by(Delivery.id)))
+from tests.factories import escalate, make_session, post_handoff, undispatched_handoff
+from tests.helpers import email_rows
 
 
 def all_emails_settled(app, handoff_id):
@@ -101,9 +93,9 @@ def test_one_refused_recipient_never_resends_to_the_others(app, client, team, sm
 
 def test_a_title_with_a_header_injection_emails_every_senior_once_and_nobody_else(
         app, client, team, smtp_server):
-    session_id = new_session(client, team, title="Printer down\r\nBcc: intruder@evil.example",
-                             client_name="Contoso\nX-Injected: yes")
-    response = hand_off(client, team, session_id)
+    session_id = make_session(client, team, title="Printer down\r\nBcc: intruder@evil.example",
+                              client_name="Contoso\nX-Injected: yes")
+    response = post_handoff(client, team, session_id)
     assert response.status_code == 201, response.get_json()
     handoff = response.get_json()
     rows = wait_for(lambda: all_emails_settled(app, handoff["id"]), 20, message="emails")
@@ -122,7 +114,6 @@ def test_a_title_with_a_header_injection_emails_every_senior_once_and_nobody_els
 def test_a_bad_header_is_a_permanent_failure_with_a_reason(app, app_env, tenant):
     """Should a line break reach a header some other way, the row ends with its reason
     instead of being retried for nothing."""
-    from tests.tasks.test_redelivery import undispatched_handoff
     from webapp.services import deliveries, notifications
     from webapp.services.channels import channel
     handoff_id = undispatched_handoff(app_env, tenant)

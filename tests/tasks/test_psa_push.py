@@ -8,11 +8,10 @@ from datetime import timedelta
 import pytest
 
 from tasks import maintenance
-from tests.api.test_handoffs import hand_off, new_session
 from tests.conftest import app_config, artifacts_dir, wait_for
+from tests.factories import app_without_broker, escalate, undispatched_handoff
+from tests.helpers import psa_row
 from tests.servers import psa as fake
-from tests.servers.psa import PsaServer
-from tests.tasks.test_redelivery import undispatched_handoff
 from webapp import create_app
 from webapp.extensions import db
 from webapp.integrations.psa.limits import MAX_WAIT
@@ -26,24 +25,12 @@ NOTE_PATH = {"connectwise": "/notes", "autotask": "/notes", "halopsa": "/api/act
 
 
 @pytest.fixture
-def psa_server():
-    with PsaServer(tickets=("1001", "1002")) as server:
-        yield server
-
-
-@pytest.fixture
 def configure(client, tenant, psa_server):
     def configure(provider: str, **overrides):
         body = {"provider": provider, **psa_server.settings(provider), **overrides}
         response = client.put("/api/v1/account/psa", json=body, headers=tenant.headers())
         assert response.status_code == 200, response.get_json()
     return configure
-
-
-def psa_row(app, handoff_id):
-    with app.app_context():
-        return db.session.scalars(db.select(Delivery).where(
-            Delivery.handoff_id == handoff_id, Delivery.channel == "psa")).one()
 
 
 def settled(app, handoff_id):
@@ -53,10 +40,7 @@ def settled(app, handoff_id):
 
 
 def escalate_on_ticket(client, tenant, ticket="1001", **fields):
-    session_id = new_session(client, tenant, psa_ticket_id=ticket)
-    response = hand_off(client, tenant, session_id, **fields)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
+    return escalate(client, tenant, psa_ticket_id=ticket, **fields)
 
 
 def marker_of(app, handoff_id):
@@ -261,9 +245,7 @@ def test_an_admin_retry_after_an_ambiguous_write_finds_the_note_instead_of_posti
 def offline_client(app_env):
     """A client whose app cannot reach the broker: handoffs are written, never dispatched, so
     only the test drives their rows."""
-    down = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
-                                 CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
-    return down.test_client()
+    return app_without_broker(app_env).test_client()
 
 
 def pusher(app_env, wait_for_assessment: int = 0, **overrides):
@@ -273,10 +255,7 @@ def pusher(app_env, wait_for_assessment: int = 0, **overrides):
 
 
 def offline_handoff(offline_client, tenant, ticket="1001", **fields) -> int:
-    session_id = new_session(offline_client, tenant, psa_ticket_id=ticket)
-    response = hand_off(offline_client, tenant, session_id, **fields)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["id"]
+    return escalate(offline_client, tenant, psa_ticket_id=ticket, **fields)["id"]
 
 
 def push(app, row_id: int) -> float | None:

@@ -8,9 +8,15 @@ from datetime import timedelta
 import pytest
 
 from tasks import maintenance
-from tests.api.test_handoffs import escalate, hand_off, new_session
 from tests.conftest import app_config, wait_for
-from tests.tasks.test_notifications import email_rows
+from tests.factories import (
+    app_without_broker,
+    escalate,
+    make_session,
+    post_handoff,
+    undispatched_handoff,
+)
+from tests.helpers import email_rows
 from webapp import create_app
 from webapp.extensions import db
 from webapp.models import Delivery
@@ -22,10 +28,8 @@ def test_broker_down_at_post_still_201_fast_and_beat_delivers_later(
         app, app_env, make_tenant, smtp_server, celery_worker_process):
     smtp_server.reset()
     tenant = make_tenant("Acme", extra_engineers=1)
-    down = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
-                                 CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
-    client = down.test_client()
-    session_id = new_session(client, tenant)
+    client = app_without_broker(app_env).test_client()
+    session_id = make_session(client, tenant)
     started = time.monotonic()
     response = client.post(f"/api/v1/ai-sessions/{session_id}/handoff",
                            json={"intent": "escalate", "note": "broker is down"},
@@ -43,16 +47,6 @@ def test_broker_down_at_post_still_201_fast_and_beat_delivers_later(
     wait_for(lambda: all(r.status == "sent" for r in email_rows(app, handoff_id)), 20,
              message="emails after the broker came back")
     assert len(smtp_server.about(handoff_id)) == 3
-
-
-def undispatched_handoff(app_env, tenant, **session_fields) -> int:
-    """An escalation whose dispatch never reached a broker: only beat will find its rows."""
-    down = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
-                                 CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
-    client = down.test_client()
-    response = hand_off(client, tenant, new_session(client, tenant, **session_fields))
-    assert response.status_code == 201
-    return response.get_json()["id"]
 
 
 @pytest.fixture
@@ -82,9 +76,9 @@ def test_hung_redis_and_broker_do_not_hold_up_the_post(app_env, tenant, hung_red
     client = hung.test_client()
     timings = []
     for _ in range(3):
-        session_id = new_session(client, tenant)
+        session_id = make_session(client, tenant)
         started = time.monotonic()
-        response = hand_off(client, tenant, session_id)
+        response = post_handoff(client, tenant, session_id)
         timings.append(time.monotonic() - started)
         assert response.status_code == 201
     assert timings[0] < 1.5, timings          # one short timeout, then the breaker
@@ -222,8 +216,7 @@ def test_a_long_waiting_pending_row_is_handed_back_less_and_less_often(app, app_
     handoff_id = undispatched_handoff(app_env, tenant)
     now = utcnow()
     # the broker is unreachable throughout, so no worker touches the rows meanwhile
-    beat = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
-                                 CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
+    beat = app_without_broker(app_env)
     with beat.app_context():
         db.session.execute(db.update(Delivery).where(Delivery.handoff_id == handoff_id)
                            .values(created_at=now - timedelta(minutes=10),

@@ -108,34 +108,3 @@ def http(web_server):
     """An HTTP client on the web process, for what other people do meanwhile."""
     with httpx.Client(base_url=web_server.base_url, timeout=10.0) as client:
         yield client
-
-
-def _body(response) -> dict:
-    """The JSON of an httpx answer or of a Flask test client's."""
-    get_json = getattr(response, "get_json", None)
-    return get_json() if get_json else response.json()
-
-
-def new_escalation(http, tenant, role: str = "engineer", *,
-                   title: str = "Exchange mail stuck", client_name: str = "Contoso",
-                   note: str = "Need someone with Exchange admin rights",
-                   urgency: str = "normal", ticket: str | None = "T-100",
-                   messages: tuple[tuple[str, str], ...] = ()) -> dict:
-    """A session (with its transcript) and its escalation, through the HTTP API (an httpx
-    client on the web process, or the test app's Flask client)."""
-    headers = tenant.headers(role)
-    body = {"title": title, "problem": "Outbound mail has been queued since 9am",
-            "client_name": client_name}
-    if ticket:
-        body["psa_ticket_id"] = ticket
-    session = http.post("/api/v1/ai-sessions", headers=headers, json=body)
-    assert session.status_code == 201, session.text
-    session_id = _body(session)["id"]
-    for author, content in messages:
-        answer = http.post(f"/api/v1/ai-sessions/{session_id}/messages", headers=headers,
-                           json={"role": author, "content": content})
-        assert answer.status_code == 201, answer.text
-    handoff = http.post(f"/api/v1/ai-sessions/{session_id}/handoff", headers=headers,
-                        json={"intent": "escalate", "note": note, "urgency": urgency})
-    assert handoff.status_code == 201, handoff.text
-    return _body(handoff)

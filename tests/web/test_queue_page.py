@@ -5,10 +5,9 @@ import re
 import httpx
 from playwright.sync_api import expect
 
-from tests.conftest import TEST_PASSWORD, app_config, artifacts_dir
+from tests.conftest import TEST_PASSWORD, artifacts_dir
+from tests.factories import app_without_broker, escalate
 from tests.servers.psa import PsaServer
-from tests.web.conftest import new_escalation
-from webapp import create_app
 
 OUTSIDE_URL = re.compile(r"(?:https?:)?//[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.I)
 
@@ -58,11 +57,11 @@ def test_root_redirects_to_the_page_which_needs_no_token_and_loads_nothing_from_
 
 def test_a_senior_logs_in_sees_the_open_queue_newest_first_and_new_escalations_arrive_live(
         open_screen, http, tenant):
-    older = new_escalation(http, tenant, title="Printer offline on floor 3",
-                           client_name="Fabrikam", note="Driver reinstall did not help")
-    newer = new_escalation(http, tenant, title="Exchange mail stuck", client_name="Contoso",
-                           urgency="high")
-    taken = new_escalation(http, tenant, title="Already taken", client_name="Litware")
+    older = escalate(http, tenant, title="Printer offline on floor 3",
+                     client_name="Fabrikam", note="Driver reinstall did not help")
+    newer = escalate(http, tenant, title="Exchange mail stuck", client_name="Contoso",
+                     urgency="high")
+    taken = escalate(http, tenant, title="Already taken", client_name="Litware")
     assert http.post(f"/api/v1/handoffs/{taken['id']}/claim",
                      headers=tenant.headers("owner")).status_code == 200
     escalator = tenant.users["engineer"]["name"]
@@ -97,8 +96,8 @@ def test_a_senior_logs_in_sees_the_open_queue_newest_first_and_new_escalations_a
     expect(first.locator(".row-psa")).to_have_text("No PSA note")
 
     page.evaluate("window.__notReloaded = true")
-    arrived = new_escalation(http, tenant, title="VPN tunnel down", client_name="Northwind",
-                             note="Site-to-site VPN drops every 10 minutes")
+    arrived = escalate(http, tenant, title="VPN tunnel down", client_name="Northwind",
+                       note="Site-to-site VPN drops every 10 minutes")
     expect(rows(page)).to_have_count(3)
     expect(rows(page).nth(0)).to_have_id(f"row-{arrived['id']}")
     expect(row(page, arrived).locator(".row-title")).to_have_text("VPN tunnel down")
@@ -109,8 +108,8 @@ def test_a_senior_logs_in_sees_the_open_queue_newest_first_and_new_escalations_a
 
     # while the tab is hidden the title counts what arrived; it stops once it is seen
     hide_tab(page, True)
-    hidden_arrival = new_escalation(http, tenant, title="Backup job failed",
-                                    client_name="Tailspin", urgency="high")
+    hidden_arrival = escalate(http, tenant, title="Backup job failed",
+                              client_name="Tailspin", urgency="high")
     expect(row(page, hidden_arrival)).to_be_attached()
     page.wait_for_function("document.title === '(1) New escalation'")
     hide_tab(page, False)
@@ -135,8 +134,9 @@ def test_of_two_seniors_the_claimer_gets_the_context_screen_and_the_other_sees_i
         configured = http.put("/api/v1/account/psa", headers=tenant.headers("owner"),
                               json={"provider": "connectwise", **psa.settings("connectwise")})
         assert configured.status_code == 200, configured.text
-        handoff = new_escalation(
-            http, tenant, title="Exchange mail stuck", client_name="Contoso", ticket="1001",
+        handoff = escalate(
+            http, tenant, title="Exchange mail stuck", client_name="Contoso",
+            problem="Outbound mail has been queued since 9am", psa_ticket_id="1001",
             urgency="high", note="Transport queue keeps growing; I lack Exchange admin rights",
             messages=(("engineer", "Outbound mail queued since 9am; restarted transport"),
                       ("assistant", "Check the send connector's smart host and TLS cert"),
@@ -206,7 +206,7 @@ def test_of_two_seniors_the_claimer_gets_the_context_screen_and_the_other_sees_i
     # back on the queue; a new arrival slides in, except for whoever asked for less motion
     page.get_by_role("link", name="Back to queue").click()
     expect(page.get_by_role("heading", name="Open escalations")).to_be_visible()
-    fresh = new_escalation(http, tenant, title="DNS not resolving", client_name="Contoso")
+    fresh = escalate(http, tenant, title="DNS not resolving", client_name="Contoso")
     expect(row(page, fresh)).to_have_class(re.compile(r"\brow-enter\b"))
     expect(row(other.page, fresh)).to_be_visible()
     expect(row(other.page, fresh)).not_to_have_class(re.compile(r"\brow-enter\b"))
@@ -215,8 +215,8 @@ def test_of_two_seniors_the_claimer_gets_the_context_screen_and_the_other_sees_i
 
 
 def test_a_late_claim_says_who_claimed_it_first(open_screen, http, tenant):
-    handoff = new_escalation(http, tenant)
-    opened = new_escalation(http, tenant, title="Opened then taken")
+    handoff = escalate(http, tenant)
+    opened = escalate(http, tenant, title="Opened then taken")
     # this page never gets its live stream, so it still offers the claim
     late = open_screen(before_load=lambda screen: screen.page.route(
         "**/escalations/stream", lambda route: route.abort()))
@@ -251,7 +251,7 @@ def test_a_late_claim_says_who_claimed_it_first(open_screen, http, tenant):
 
 def test_a_cut_stream_reconnects_with_last_event_id_and_misses_nothing(
         open_screen, http, client, tenant, web_server):
-    claimed_meanwhile = new_escalation(http, tenant, title="Printer offline")
+    claimed_meanwhile = escalate(http, tenant, title="Printer offline")
     screen = open_screen()
     page = screen.page
     screen.login(tenant.users["admin"]["email"])
@@ -266,8 +266,8 @@ def test_a_cut_stream_reconnects_with_last_event_id_and_misses_nothing(
         expect(page.locator("#announcer")).to_contain_text("Live updates interrupted")
         save_screenshot(page, "web-queue-reconnecting.png")
         # meanwhile, through another web process (the test app): one arrives, one is taken
-        created_meanwhile = new_escalation(client, tenant, title="Firewall rule lost",
-                                           client_name="Northwind")
+        created_meanwhile = escalate(client, tenant, title="Firewall rule lost",
+                                     client_name="Northwind")
         assert client.post(f"/api/v1/handoffs/{claimed_meanwhile['id']}/claim",
                            headers=tenant.headers("owner")).status_code == 200
     finally:
@@ -285,7 +285,7 @@ def test_a_cut_stream_reconnects_with_last_event_id_and_misses_nothing(
                 if r.headers.get("last-event-id")]
     assert replayed, "no reconnect carried Last-Event-ID"
     # a replayed event is not applied twice, and the next live one still arrives
-    after = new_escalation(http, tenant, title="Laptop will not boot", client_name="Fabrikam")
+    after = escalate(http, tenant, title="Laptop will not boot", client_name="Fabrikam")
     expect(row(page, after)).to_be_visible()
     expect(page.locator(f"#row-{created_meanwhile['id']}")).to_have_count(1)
     expect(rows(page)).to_have_count(2)
@@ -293,7 +293,7 @@ def test_a_cut_stream_reconnects_with_last_event_id_and_misses_nothing(
 
 def test_a_viewer_sees_the_queue_without_claim_buttons_or_stream_and_it_refreshes(
         open_screen, http, tenant):
-    first = new_escalation(http, tenant, title="Printer offline", client_name="Fabrikam")
+    first = escalate(http, tenant, title="Printer offline", client_name="Fabrikam")
     viewer = open_screen(width=390, height=844,
                          before_load=lambda screen: screen.page.clock.install())
     page = viewer.page
@@ -302,8 +302,8 @@ def test_a_viewer_sees_the_queue_without_claim_buttons_or_stream_and_it_refreshe
     expect(page.locator("#connection")).to_have_text("Updates every 15 s")
     expect(page.get_by_role("button", name="Claim")).to_have_count(0)
 
-    second = new_escalation(http, tenant, title="Mailbox full", client_name="Contoso",
-                            urgency="high")
+    second = escalate(http, tenant, title="Mailbox full", client_name="Contoso",
+                      urgency="high")
     page.clock.fast_forward(16_000)
     expect(row(page, second)).to_be_visible()
     expect(rows(page)).to_have_count(2)
@@ -324,7 +324,7 @@ def test_a_viewer_sees_the_queue_without_claim_buttons_or_stream_and_it_refreshe
 
 def test_an_email_link_opens_the_context_after_login_and_errors_show_the_api_message(
         open_screen, http, tenant):
-    handoff = new_escalation(http, tenant, title="Exchange mail stuck")
+    handoff = escalate(http, tenant, title="Exchange mail stuck")
     screen = open_screen(f"/queue#handoff-{handoff['id']}")
     page = screen.page
     screen.login(tenant.users["owner"]["email"])
@@ -418,8 +418,8 @@ FOCUS_RING = """() => {
 
 def test_keyboard_alone_signs_in_and_claims_with_a_visible_focus_and_readable_contrast(
         open_screen, http, tenant):
-    new_escalation(http, tenant, title="Printer offline", client_name="Fabrikam")
-    handoff = new_escalation(http, tenant, title="Exchange mail stuck", urgency="high")
+    escalate(http, tenant, title="Printer offline", client_name="Fabrikam")
+    handoff = escalate(http, tenant, title="Exchange mail stuck", urgency="high")
     screen = open_screen()
     page = screen.page
     expect(page.locator("header")).to_have_count(1)
@@ -457,7 +457,7 @@ def test_keyboard_alone_signs_in_and_claims_with_a_visible_focus_and_readable_co
 
 
 def test_load_more_pages_through_a_long_queue_newest_first(open_screen, http, tenant):
-    made = [new_escalation(http, tenant, title=f"Escalation number {n}", ticket=None)
+    made = [escalate(http, tenant, title=f"Escalation number {n}", psa_ticket_id=None)
             for n in range(27)]
     screen = open_screen()
     page = screen.page
@@ -478,10 +478,9 @@ def test_an_escalation_whose_live_event_was_lost_still_shows_within_a_minute_whi
     screen.login(tenant.users["admin"]["email"])
     expect(page.locator("#connection")).to_have_text("Live")
     # written by a web process that could not reach Redis: no live event, no replay entry
-    unannounced = create_app(app_config(app_env, REDIS_URL="redis://127.0.0.1:1/0",
-                                        CELERY_BROKER_URL="redis://127.0.0.1:1/0"))
-    lost = new_escalation(unannounced.test_client(), tenant, title="Backup job failing")
-    announced = new_escalation(http, tenant, title="Printer offline")
+    unannounced = app_without_broker(app_env)
+    lost = escalate(unannounced.test_client(), tenant, title="Backup job failing")
+    announced = escalate(http, tenant, title="Printer offline")
     expect(row(page, announced)).to_be_visible()
     expect(row(page, lost)).to_have_count(0)
     page.clock.fast_forward(46_000)     # the page's periodic re-read, on the same stream
@@ -499,7 +498,7 @@ def test_a_missing_psa_ticket_reads_as_failed_not_retrying(open_screen, http, te
         configured = http.put("/api/v1/account/psa", headers=tenant.headers("owner"),
                               json={"provider": "connectwise", **psa.settings("connectwise")})
         assert configured.status_code == 200, configured.text
-        handoff = new_escalation(http, tenant, ticket="4040")
+        handoff = escalate(http, tenant, psa_ticket_id="4040")
         screen = open_screen(f"/queue#handoff-{handoff['id']}")
         screen.login(tenant.users["owner"]["email"])
         page = screen.page
@@ -510,3 +509,4 @@ def test_a_missing_psa_ticket_reads_as_failed_not_retrying(open_screen, http, te
         expect(psa_row.locator(".badge")).to_have_text("Failed")
     body = http.get(f"/api/v1/handoffs/{handoff['id']}", headers=tenant.headers()).json()
     assert body["psa"]["status"] == "dead" and "not found" in body["psa"]["last_error"]
+
