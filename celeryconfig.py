@@ -35,12 +35,17 @@ enable_utc = True
 timezone = "UTC"
 
 imports = ("tasks.dispatch", "tasks.assessment", "tasks.notifications", "tasks.psa",
-           "tasks.maintenance")
+           "tasks.chat", "tasks.maintenance")
 
 beat_schedule = {
     "redeliver-due-deliveries": {
         "task": "maintenance.redeliver_due",
         "schedule": float(os.environ.get("BEAT_REDELIVER_SECONDS", "60")),
+    },
+    # an escalation is reminded within a minute of falling due
+    "remind-unclaimed-escalations": {
+        "task": "maintenance.remind_unclaimed",
+        "schedule": float(os.environ.get("BEAT_REMIND_SECONDS", "30")),
     },
     "purge-old-tokens": {
         "task": "maintenance.purge_tokens",

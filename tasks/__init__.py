@@ -1,1 +1,1 @@
-"""Celery tasks by domain: assessment, psa, notifications, maintenance (beat jobs)."""
+"""Celery tasks by domain: assessment, psa, notifications, chat, maintenance (beat jobs)."""

@@ -9,7 +9,7 @@ from flask import current_app
 
 from webapp.models.base import utcnow
 from webapp.redis_client import get_redis, key
-from webapp.services import channels, deliveries, tokens
+from webapp.services import channels, deliveries, reminders, tokens
 from webapp.services.locks import single_run
 from webapp.services.queue import enqueue
 
@@ -29,6 +29,16 @@ def purge_tokens() -> int:
             return -1
         return tokens.purge_old(utcnow() - timedelta(
             days=current_app.config["TOKEN_RETENTION_DAYS"]))
+
+
+@shared_task(name="maintenance.remind_unclaimed")
+def remind_unclaimed() -> int:
+    """Remind the team of every escalation still unclaimed past its account's
+    remind_after_minutes, once each; returns how many (-1: another beat holds the lock)."""
+    with single_run("remind_unclaimed") as acquired:
+        if not acquired:
+            return -1
+        return reminders.send_due(utcnow())
 
 
 @shared_task(name="maintenance.redeliver_due")

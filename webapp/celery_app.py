@@ -16,7 +16,10 @@ def celery_init_app(app: Flask) -> Celery:
     celery.config_from_object("celeryconfig")
     celery.conf.update(broker_url=app.config["CELERY_BROKER_URL"],
                        task_default_queue=app.config["CELERY_QUEUE"],
+                       # PSA notes and chat messages wait on tenants' servers: their queue
+                       # is not the one emails and dispatch share
                        task_routes={"psa.*": {"queue": app.config["CELERY_PSA_QUEUE"]},
+                                    "chat.*": {"queue": app.config["CELERY_PSA_QUEUE"]},
                                     "assessment.*": {"queue": app.config["CELERY_AI_QUEUE"]}})
     celery.set_default()
     app.extensions["celery"] = celery

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import TEST_PASSWORD, artifacts_dir
 from tests.factories import app_without_broker, escalate
+from tests.servers.chat import TEAMS, ChatServer
 from tests.servers.psa import PsaServer
 
 OUTSIDE_URL = re.compile(r"(?:https?:)?//[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.I)
@@ -510,3 +511,55 @@ def test_a_missing_psa_ticket_reads_as_failed_not_retrying(open_screen, http, te
     body = http.get(f"/api/v1/handoffs/{handoff['id']}", headers=tenant.headers()).json()
     assert body["psa"]["status"] == "dead" and "not found" in body["psa"]["last_error"]
 
+
+def test_an_admin_sets_the_chat_channel_and_reminders_and_the_context_shows_the_chat_row(
+        open_screen, http, tenant):
+    with ChatServer() as chat:
+        screen = open_screen("/queue")
+        screen.login(tenant.users["admin"]["email"])
+        page = screen.page
+        page.get_by_role("link", name="Settings").click()
+        expect(page.get_by_role("heading", name="Team settings")).to_be_visible()
+        expect(page.locator("#chat-url-state")).to_have_text("No webhook URL saved.")
+        expect(page.locator("#policy-minutes")).to_have_value("15")
+
+        page.get_by_label("Service").select_option("teams")
+        page.get_by_role("button", name="Save chat channel").click()
+        expect(page.locator("#chat-error")).to_have_text("Enter the channel's webhook URL.")
+        page.get_by_label("Webhook URL").fill("ftp://files.example.com/hook")
+        page.get_by_role("button", name="Save chat channel").click()
+        expect(page.locator("#chat-error")).to_contain_text("https")
+        page.get_by_label("Webhook URL").fill(chat.teams_url)
+        page.get_by_role("button", name="Save chat channel").click()
+        expect(page.locator("#chat-saved")).to_have_text("Saved.")
+        expect(page.locator("#chat-url-state")).to_have_text("A webhook URL is saved.")
+        expect(page.get_by_label("Webhook URL")).to_have_value("")   # never shown again
+
+        page.get_by_label("Remind after (minutes)").fill("5000")
+        page.get_by_role("button", name="Save reminders").click()
+        expect(page.locator("#policy-error")).to_contain_text("0 to 1440")
+        page.get_by_label("Remind after (minutes)").fill("1")
+        page.get_by_role("button", name="Save reminders").click()
+        expect(page.locator("#policy-saved")).to_have_text("Saved: a reminder after 1 min.")
+        save_screenshot(page, "web-settings.png")
+
+        policy = http.get("/api/v1/account/escalation-policy", headers=tenant.headers()).json()
+        assert policy["remind_after_minutes"] == 1
+        assert http.get("/api/v1/account/chat", headers=tenant.headers()).json()["provider"] == \
+            "teams"
+        handoff = escalate(http, tenant, title="Chat row on the context screen")
+        page.goto(f"/queue#handoff-{handoff['id']}")
+        chat_row = page.locator("#deliveries-rows > tr[data-channel=chat]")
+        expect(chat_row).to_contain_text("Team chat")
+        expect(chat_row).to_contain_text("The team's channel")
+        expect(chat_row.locator(".badge")).to_have_text("Sent")
+        assert len(chat.messages_to(TEAMS)) == 1
+
+
+def test_engineers_get_no_settings_link_and_no_settings_screen(open_screen, tenant):
+    screen = open_screen("/queue#settings")
+    screen.login(tenant.users["engineer"]["email"])
+    page = screen.page
+    expect(page.get_by_role("heading", name="Open escalations")).to_be_visible()
+    expect(page.locator("#settings-link")).to_be_hidden()
+    expect(page.locator("#settings-view")).to_be_hidden()

@@ -1,4 +1,5 @@
-"""The account's PSA connection: provider, settings, and secrets that are never returned."""
+"""The account's settings: the PSA connection, the team chat channel and the escalation
+policy; secrets (PSA credentials, the webhook URL) are never returned."""
 from flask import current_app
 from marshmallow import Schema, ValidationError, validates_schema
 
@@ -9,7 +10,8 @@ from webapp.extensions import db
 from webapp.integrations import outbound, psa
 from webapp.integrations.psa.settings import Setting, required
 from webapp.models import Account
-from webapp.services import psa_settings
+from webapp.models.accounts import CHAT_PROVIDERS
+from webapp.services import chat, psa_settings, reminders
 
 bp = Blueprint("account", __name__, description="Account settings")
 
@@ -92,3 +94,69 @@ def put_psa(body):
     psa_settings.save(account, body["provider"], body, body.get("push_parks"))
     db.session.commit()
     return psa_settings.public_view(account)
+
+
+class ChatSettingsSchema(StrictSchema):
+    """`{provider: "teams" | "slack", webhook_url}` or `{provider: "none"}`."""
+    provider = fields.String(required=True, validate=validate.OneOf(CHAT_PROVIDERS))
+    webhook_url = fields.String(load_default=None, allow_none=True,
+                                validate=validate.Length(min=1, max=2000))
+
+    @validates_schema
+    def url_when_a_provider(self, data, **_kwargs):
+        if data["provider"] != "none" and not data.get("webhook_url"):
+            raise ValidationError({"webhook_url": ["Missing data for required field."]})
+        if data["provider"] == "none" and data.get("webhook_url"):
+            raise ValidationError({"webhook_url": ["Not a setting of provider none."]})
+
+
+class ChatViewSchema(Schema):
+    provider = fields.String()
+    configured = fields.Boolean()
+    webhook_url_set = fields.Boolean()
+
+
+@bp.get("/account/chat")
+@bp.response(200, ChatViewSchema)
+def get_chat():
+    return chat.public_view(_account())
+
+
+@bp.put("/account/chat")
+@auth.require_admin
+@bp.arguments(ChatSettingsSchema)
+@bp.response(200, ChatViewSchema)
+def put_chat(body):
+    account = _account()
+    chat.save(account, body["provider"], body.get("webhook_url"))
+    db.session.commit()
+    return chat.public_view(account)
+
+
+class EscalationPolicySchema(StrictSchema):
+    remind_after_minutes = fields.Integer(required=True, strict=True,
+                                          validate=validate.Range(min=0, max=1440))
+    remind_roles = fields.List(fields.String(validate=validate.OneOf(
+        ("owner", "admin", "engineer"))), load_default=None, validate=validate.Length(min=1))
+
+
+class EscalationPolicyViewSchema(Schema):
+    remind_after_minutes = fields.Integer()
+    remind_roles = fields.List(fields.String())
+
+
+@bp.get("/account/escalation-policy")
+@bp.response(200, EscalationPolicyViewSchema)
+def get_escalation_policy():
+    return reminders.policy_view(_account())
+
+
+@bp.put("/account/escalation-policy")
+@auth.require_admin
+@bp.arguments(EscalationPolicySchema)
+@bp.response(200, EscalationPolicyViewSchema)
+def put_escalation_policy(body):
+    account = _account()
+    reminders.save_policy(account, body["remind_after_minutes"], body["remind_roles"])
+    db.session.commit()
+    return reminders.policy_view(account)

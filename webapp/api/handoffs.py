@@ -77,6 +77,7 @@ class HandoffSchema(Schema):
     claimed_by = fields.Integer(allow_none=True)
     claimed_by_user = fields.Nested(UserRefSchema, allow_none=True)
     claimed_at = fields.String(allow_none=True)
+    reminded_at = fields.String(allow_none=True)
     session = fields.Nested(SessionRefSchema)
     snapshot = fields.Nested(SnapshotSchema)
     assessment = fields.Nested(AssessmentSchema)
@@ -92,6 +93,7 @@ class DeliverySchema(Schema):
     id = fields.Integer()
     channel = fields.String()
     recipient = fields.String()
+    purpose = fields.String()   # "escalation", or "reminder" for the still-unclaimed reminder
     status = fields.String()
     attempts = fields.Integer()
     last_error = fields.String(allow_none=True)
@@ -152,7 +154,7 @@ def list_deliveries(handoff_id: int):
     handoff = service.get_visible(auth.current_user(), handoff_id)
     # the assessment's own row is internal: its state is the handoff's `assessment.status`
     return {"items": [deliveries.to_dict(row) for row in deliveries.for_handoff(handoff)
-                      if row.channel in ("email", "psa")]}
+                      if row.channel != "assessment"]}
 
 
 @bp.post("/handoffs/<int:handoff_id>/deliveries/<int:delivery_id>/retry")

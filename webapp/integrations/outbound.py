@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+import logging
 import math
 import socket
 import ssl
@@ -28,6 +29,11 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
+
+# httpx logs every request's full URL at INFO; a chat webhook's URL is its credential, and a
+# PSA's may carry a tenant's names. Our own reasons say what failed without the URL.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 LOCAL_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 

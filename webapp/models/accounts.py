@@ -3,8 +3,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, String, Text, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
@@ -15,12 +25,19 @@ ROLES = ("owner", "admin", "engineer", "viewer")
 SENIOR_ROLES = ("owner", "admin", "engineer")
 ADMIN_ROLES = ("owner", "admin")
 PSA_PROVIDERS = ("none", *PROVIDERS)  # the check constraint's list (migration 0001)
+CHAT_PROVIDERS = ("none", "teams", "slack")
+DEFAULT_REMIND_ROLES = ("owner", "admin")
 
 
 class Account(db.Model):
     __tablename__ = "accounts"
-    __table_args__ = (CheckConstraint(sql_in("psa_provider", PSA_PROVIDERS),
-                                      name="accounts_psa_provider_valid"),)
+    __table_args__ = (
+        CheckConstraint(sql_in("psa_provider", PSA_PROVIDERS), name="accounts_psa_provider_valid"),
+        CheckConstraint(sql_in("chat_provider", CHAT_PROVIDERS),
+                        name="accounts_chat_provider_valid"),
+        CheckConstraint("remind_after_minutes BETWEEN 0 AND 1440",
+                        name="accounts_remind_after_minutes_valid"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -32,6 +49,15 @@ class Account(db.Model):
     psa_secrets: Mapped[str | None] = mapped_column(Text)
     psa_push_parks: Mapped[bool] = mapped_column(Boolean, default=False,
                                                  server_default=text("false"))
+    chat_provider: Mapped[str] = mapped_column(String(16), default="none",
+                                               server_default="none")
+    # Fernet token over the chat webhook URL, which is itself the credential
+    chat_secret: Mapped[str | None] = mapped_column(Text)
+    # an open escalation nobody claimed this long after it was made gets one reminder
+    remind_after_minutes: Mapped[int] = mapped_column(Integer, default=15, server_default="15")
+    remind_roles: Mapped[list[str]] = mapped_column(
+        ARRAY(String(16)), default=lambda: list(DEFAULT_REMIND_ROLES),
+        server_default=text("'{owner,admin}'::varchar(16)[]"))
 
     users: Mapped[list[User]] = relationship(back_populates="account")
 

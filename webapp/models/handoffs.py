@@ -27,7 +27,9 @@ from webapp.models.sessions import AiSession
 INTENTS = ("park", "escalate")
 HANDOFF_STATUSES = ("open", "claimed", "resumed", "cancelled")
 URGENCIES = ("normal", "high")
-CHANNELS = ("email", "psa", "assessment")
+CHANNELS = ("email", "psa", "assessment", "chat")
+# why a row was written: the escalation itself, or the reminder that nobody has claimed it
+PURPOSES = ("escalation", "reminder")
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "dead", "skipped")
 
 
@@ -40,6 +42,10 @@ class Handoff(db.Model):
         Index("handoffs_one_open_per_session", "session_id", unique=True,
               postgresql_where=text("status = 'open'")),
         Index("handoffs_queue", "account_id", "intent", "status", "created_at", "id"),
+        # the reminder sweep reads only escalations still waiting for theirs
+        Index("handoffs_awaiting_reminder", "created_at",
+              postgresql_where=text("intent = 'escalate' AND status = 'open' "
+                                    "AND reminded_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -57,6 +63,7 @@ class Handoff(db.Model):
     claimed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # the random part of the PSA note's marker: text a user types cannot pass for it
     marker_nonce: Mapped[str | None] = mapped_column(
         String(32), default=lambda: secrets.token_hex(8))
@@ -76,7 +83,8 @@ class Delivery(db.Model):
         # `failed` always means a retry is scheduled; never again is `dead`
         CheckConstraint("status <> 'failed' OR next_attempt_at IS NOT NULL",
                         name="deliveries_failed_has_next_attempt"),
-        UniqueConstraint("handoff_id", "channel", "recipient",
+        CheckConstraint(sql_in("purpose", PURPOSES), name="deliveries_purpose_valid"),
+        UniqueConstraint("handoff_id", "channel", "recipient", "purpose",
                          name="deliveries_one_per_recipient"),
         Index("deliveries_due", "status", "next_attempt_at"),
     )
@@ -88,6 +96,8 @@ class Delivery(db.Model):
     channel: Mapped[str] = mapped_column(String(16))
     recipient: Mapped[str] = mapped_column(String(320))
     recipient_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    purpose: Mapped[str] = mapped_column(String(16), default="escalation",
+                                         server_default="escalation")
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from webapp.models import Delivery, Handoff
-from webapp.services import assessments, deliveries, notifications, psa_push
+from webapp.services import assessments, chat, deliveries, notifications, psa_push
 from webapp.services.deliveries import RetryPolicy
 from webapp.services.handoffs import announce_update
 from webapp.services.queue import enqueue
@@ -37,6 +37,8 @@ REGISTRY: dict[str, Channel] = {channel.name: channel for channel in (
             group_size=8),
     Channel("psa", "psa.push_handoff", RetryPolicy(5.0, 600.0, 8), psa_push.push_note,
             on_settled=announce_update),
+    # Slack allows about a message a second per webhook: a 429's Retry-After sets the wait
+    Channel("chat", "chat.post_message", RetryPolicy(5.0, 600.0, 8), chat.post_message),
 )}
 
 
@@ -49,6 +51,19 @@ def drive(name: str, delivery_id: int) -> None:
     found = REGISTRY[name]
     deliveries.drive(found.task, delivery_id, found.side_effect, found.policy,
                      on_settled=found.on_settled)
+
+
+def enqueue_rows(rows: list[tuple[int, str]]) -> None:
+    """Enqueue the tasks of these (delivery id, channel) rows, channel by channel in the
+    registry's order, in groups where the channel sends in groups."""
+    for found in REGISTRY.values():
+        ids = [row_id for row_id, name in rows if name == found.name]
+        if found.group_task:
+            for first in range(0, len(ids), found.group_size):
+                enqueue(found.group_task, ids[first:first + found.group_size])
+        else:
+            for row_id in ids:
+                enqueue(found.task, row_id)
 
 
 def max_attempts() -> dict[str, int]:

@@ -115,7 +115,8 @@ def psa_status(status: str | None) -> str:
 
 def to_dict(row: Delivery) -> dict:
     return {"id": row.id, "channel": row.channel, "recipient": row.recipient,
-            "status": row.status, "attempts": row.attempts, "last_error": row.last_error,
+            "purpose": row.purpose, "status": row.status, "attempts": row.attempts,
+            "last_error": row.last_error,
             "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
             "sent_at": row.sent_at.isoformat() if row.sent_at else None}
 

@@ -14,7 +14,7 @@ from webapp import live
 from webapp.extensions import db
 from webapp.models import Account, AiSession, Delivery, Handoff, SessionMessage, User
 from webapp.models.base import utcnow
-from webapp.services import deliveries
+from webapp.services import chat, deliveries
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 from webapp.services.queue import enqueue
 from webapp.services.recipients import escalation_recipients
@@ -114,7 +114,8 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
 
 
 def delivery_values(handoff: Handoff, escalator: User) -> list[dict]:
-    """One row per side effect: the assessment, the PSA note, one email per recipient."""
+    """One row per side effect: the assessment, the PSA note, one email per recipient, the
+    team chat message."""
     now = utcnow()
 
     def row(channel: str, recipient: str, user_id: int | None = None) -> dict:
@@ -123,13 +124,15 @@ def delivery_values(handoff: Handoff, escalator: User) -> list[dict]:
                 "status": str(deliveries.DeliveryStatus.PENDING),
                 "attempts": 0, "next_attempt_at": now}
 
+    account = db.session.get(Account, handoff.account_id)
     rows = [row("assessment", "assessment")]
-    if handoff.intent == "escalate" or db.session.get(Account,
-                                                      handoff.account_id).psa_push_parks:
+    if handoff.intent == "escalate" or account.psa_push_parks:
         rows.append(row("psa", "psa"))
     if handoff.intent == "escalate":
         rows += [row("email", user.email.lower(), user.id)
                  for user in escalation_recipients(handoff.account_id, escalator.id)]
+        if chat.is_set(account):
+            rows.append(row("chat", "chat"))
     return rows
 
 
@@ -211,6 +214,9 @@ def claim(user: User, handoff_id: int) -> Handoff:
         raise Conflict("handoff_closed", f"the escalation was {handoff.status}")
     db.session.execute(db.update(AiSession).where(AiSession.id == won.session_id)
                        .values(status="active", owner_id=user.id, updated_at=utcnow()))
+    # emails and chat messages (the escalation's, and any reminder) not yet out: nobody needs
+    # them now; the PSA note stays, it is the ticket's record
+    deliveries.skip_waiting(handoff_id, ("email", "chat"), f"already claimed by {user.name}")
     db.session.commit()
     handoff = get_visible(user, handoff_id)
     live.publish(handoff.account_id, "handoff_claimed", {"handoff": summary(handoff)})
@@ -255,14 +261,19 @@ def cancel(user: User, handoff_id: int) -> Handoff:
 
 def announce_update(row: Delivery) -> None:
     """After a delivery settles: tell the team's queues the handoff changed."""
-    handoff = db.session.get(Handoff, row.handoff_id)
+    announce(row.handoff_id)
+
+
+def announce(handoff_id: int) -> None:
+    """Tell the team's queues an escalation changed: handoff_updated with its summary."""
+    handoff = db.session.get(Handoff, handoff_id)
     if handoff is not None and handoff.intent == "escalate":
         live.publish(handoff.account_id, "handoff_updated", {"handoff": summary(handoff)})
 
 
 def skip_unsent(handoff: Handoff, reason: str) -> None:
-    """Emails and PSA notes not yet sent are no longer wanted."""
-    deliveries.skip_waiting(handoff.id, ("email", "psa"), reason)
+    """Emails, chat messages and PSA notes not yet sent are no longer wanted."""
+    deliveries.skip_waiting(handoff.id, ("email", "chat", "psa"), reason)
 
 
 # ---- how a handoff reads --------------------------------------------------------------------
@@ -316,6 +327,7 @@ def summary(handoff: Handoff, rows: dict | None = None) -> dict:
         "created_at": handoff.created_at.isoformat(), "claimed_by": handoff.claimed_by,
         "claimed_by_user": _user_ref(handoff.claimer),
         "claimed_at": handoff.claimed_at.isoformat() if handoff.claimed_at else None,
+        "reminded_at": handoff.reminded_at.isoformat() if handoff.reminded_at else None,
         "session": {"id": session.id, "title": session.title,
                     "client_name": session.client_name, "psa_ticket_id": session.psa_ticket_id},
         "assessment": assessment_view(handoff, rows.get((handoff.id, "assessment"))),

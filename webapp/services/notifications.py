@@ -10,6 +10,8 @@ from sqlalchemy.orm import aliased, joinedload
 from webapp.extensions import db
 from webapp.integrations import mail
 from webapp.models import SENIOR_ROLES, Delivery, Handoff, User
+from webapp.models.base import utcnow
+from webapp.models.handoffs import PURPOSES
 from webapp.services.deliveries import Permanent, Retryable, Skip
 
 
@@ -17,6 +19,7 @@ def handoff_link(handoff: Handoff) -> str:
     return f"{current_app.config['PUBLIC_BASE_URL'].rstrip('/')}/queue#handoff-{handoff.id}"
 
 
+REMINDER = PURPOSES[1]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 MAX_SUBJECT = 200
 
@@ -27,19 +30,30 @@ def header_text(value: object) -> str:
     return " ".join(_CONTROL.sub(" ", str(value or "")).split())
 
 
+def minutes_waiting(handoff: Handoff) -> int:
+    return max(1, round((utcnow() - handoff.created_at).total_seconds() / 60))
+
+
 def compose(handoff: Handoff, row: Delivery) -> Message:
     snapshot = handoff.snapshot
     client = snapshot.get("client_name") or "no client named"
     urgent = handoff.urgency == "high"
-    subject = header_text(f"{'[URGENT] ' if urgent else ''}Escalation: "
-                          f"{snapshot.get('title')} ({client}) "
-                          f"from {handoff.creator.name}")[:MAX_SUBJECT]
+    reminder = row.purpose == REMINDER
+    if reminder:
+        subject = (f"{'[URGENT] ' if urgent else ''}Still unclaimed after "
+                   f"{minutes_waiting(handoff)} min: {snapshot.get('title')} ({client}) "
+                   f"from {handoff.creator.name}")
+    else:
+        subject = (f"{'[URGENT] ' if urgent else ''}Escalation: {snapshot.get('title')} "
+                   f"({client}) from {handoff.creator.name}")
+    subject = header_text(subject)[:MAX_SUBJECT]
     problem = (snapshot.get("problem") or "").strip()
     if len(problem) > 1500:
         problem = problem[:1500].rstrip() + " ..."
     transcript = snapshot.get("messages") or []
     lines = [
         f"{handoff.creator.name} escalated a session and needs a senior to take it over.",
+        *([f"Nobody has claimed it in {minutes_waiting(handoff)} minutes."] if reminder else []),
         "",
         f"Session:   {snapshot.get('title')}",
         f"Client:    {client}",
@@ -63,6 +77,8 @@ def compose(handoff: Handoff, row: Delivery) -> Message:
                       extra_headers={"X-Escalation-Handoff": str(handoff.id),
                                      "X-Escalation-Session": str(handoff.session_id)})
     message.msgId = f"<handoff-{handoff.id}.delivery-{row.id}@escalations>"
+    if reminder:   # for mail rules that file or highlight reminders
+        message.extra_headers["X-Escalation-Reminder"] = "1"
     return message
 
 

@@ -57,19 +57,26 @@ def load(account_id: int) -> tuple[str, dict] | None:
 
 
 def rotate_all() -> dict[str, int]:
-    """Re-encrypt every account's stored PSA secrets under the first ENCRYPTION_KEY, one
-    account at a time under its row lock; counts rotated and unreadable accounts."""
+    """Re-encrypt every account's stored secrets (PSA credentials, chat webhook) under the
+    first ENCRYPTION_KEY, one account at a time under its row lock; counts rotated and
+    unreadable accounts."""
     from webapp.secrets_at_rest import rotate
     counts = {"rotated": 0, "unreadable": 0}
-    ids = db.session.scalars(db.select(Account.id).where(Account.psa_secrets.is_not(None))
-                             .order_by(Account.id)).all()
+    ids = db.session.scalars(db.select(Account.id).where(
+        Account.psa_secrets.is_not(None) | Account.chat_secret.is_not(None))
+        .order_by(Account.id)).all()
     for account_id in ids:
         account = db.session.scalars(db.select(Account).where(Account.id == account_id)
                                      .with_for_update()).one()
         try:
-            account.psa_secrets = rotate(account.psa_secrets)
+            if account.psa_secrets:
+                account.psa_secrets = rotate(account.psa_secrets)
+            if account.chat_secret:
+                account.chat_secret = rotate(account.chat_secret)
             counts["rotated"] += 1
         except ValueError:
+            db.session.rollback()
             counts["unreadable"] += 1
+            continue
         db.session.commit()
     return counts

@@ -44,7 +44,7 @@
     pending: ["Pending", "pending"], sending: ["Sending", "pending"], sent: ["Sent", "ok"],
     failed: ["Retrying", "warn"], dead: ["Failed", "bad"], skipped: ["Skipped", "muted"],
   };
-  const CHANNELS = { email: "Email", psa: "PSA note", assessment: "AI assessment" };
+  const CHANNELS = { email: "Email", psa: "PSA note", assessment: "AI assessment", chat: "Team chat" };
 
   const state = {
     token: null,
@@ -159,6 +159,10 @@
     if (className) element.className = className;
     if (text != null) element.textContent = String(text);
     return element;
+  }
+
+  function isAdmin() {
+    return Boolean(state.user) && (state.user.role === "owner" || state.user.role === "admin");
   }
 
   function isSenior() {
@@ -944,7 +948,8 @@
     for (const delivery of items) {
       const row = make("tr");
       row.dataset.channel = delivery.channel;
-      row.append(make("td", null, CHANNELS[delivery.channel] || delivery.channel));
+      const channel = CHANNELS[delivery.channel] || delivery.channel;
+      row.append(make("td", null, delivery.purpose === "reminder" ? channel + " (reminder)" : channel));
       row.append(make("td", "cell-wrap", recipientText(delivery)));
       const statusCell = make("td");
       const [label, tone] = DELIVERY_BADGES[delivery.status] || [delivery.status, "muted"];
@@ -975,13 +980,99 @@
     if (delivery.channel === "assessment" && delivery.recipient === "assessment") {
       return "AI provider";
     }
+    if (delivery.channel === "chat" && delivery.recipient === "chat") return "The team's channel";
     return delivery.recipient;
   }
+
+  // ---- team settings (admins and owners) -----------------------------------------------------
+
+  /** The first field message of a validation error, else its message. */
+  function fieldMessage(error, field) {
+    const details = error.details && error.details[field];
+    const first = Array.isArray(details) ? details[0] : null;
+    return sentence(typeof first === "string" ? first : error.message);
+  }
+
+  function fillChat(chat) {
+    $("chat-provider").value = chat.provider;
+    $("chat-url").value = "";
+    $("chat-url").placeholder = chat.webhook_url_set ? "Saved; enter a new URL to replace it" : "https://…";
+    setText($("chat-url-state"), chat.webhook_url_set ? "A webhook URL is saved." : "No webhook URL saved.");
+  }
+
+  async function showSettings() {
+    showView("settings-view");
+    setBaseTitle("Team settings · " + APP_TITLE);
+    for (const id of ["chat-error", "chat-saved", "policy-error", "policy-saved"]) setText($(id), "");
+    show($("settings-error"), false);
+    $("settings-title").focus();
+    const [chat, policy] = await Promise.allSettled([
+      api("GET", "/account/chat"), api("GET", "/account/escalation-policy"),
+    ]);
+    if (chat.status === "fulfilled") fillChat(chat.value);
+    if (policy.status === "fulfilled") $("policy-minutes").value = policy.value.remind_after_minutes;
+    const failed = [chat, policy].find((result) => result.status === "rejected");
+    if (failed && failed.reason.status !== 401) {
+      setText($("settings-error"), sentence(failed.reason.message));
+      show($("settings-error"), true);
+    }
+  }
+
+  $("chat-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const provider = $("chat-provider").value;
+    const url = $("chat-url").value.trim();
+    setText($("chat-error"), "");
+    setText($("chat-saved"), "");
+    if (provider !== "none" && !url) {
+      setText($("chat-error"), "Enter the channel's webhook URL.");
+      $("chat-url").focus();
+      return;
+    }
+    const button = $("chat-save");
+    button.disabled = true;
+    try {
+      const body = provider === "none" ? { provider } : { provider, webhook_url: url };
+      fillChat(await api("PUT", "/account/chat", body));
+      setText($("chat-saved"), provider === "none" ? "Chat messages are off." : "Saved.");
+    } catch (error) {
+      setText($("chat-error"), fieldMessage(error, "webhook_url"));
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  $("policy-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    setText($("policy-error"), "");
+    setText($("policy-saved"), "");
+    const raw = $("policy-minutes").value.trim();
+    const minutes = Number(raw);
+    if (raw === "" || !Number.isInteger(minutes) || minutes < 0 || minutes > 1440) {
+      setText($("policy-error"), "Enter a whole number of minutes from 0 to 1440.");
+      $("policy-minutes").focus();
+      return;
+    }
+    const button = $("policy-save");
+    button.disabled = true;
+    try {
+      const policy = await api("PUT", "/account/escalation-policy", { remind_after_minutes: minutes });
+      $("policy-minutes").value = policy.remind_after_minutes;
+      setText($("policy-saved"), policy.remind_after_minutes === 0 ? "Reminders are off."
+        : "Saved: a reminder after " + policy.remind_after_minutes + " min.");
+    } catch (error) {
+      setText($("policy-error"), fieldMessage(error, "remind_after_minutes"));
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   // ---- views, login and logout ---------------------------------------------------------------
 
   function showView(id) {
-    for (const view of ["login-view", "queue-view", "handoff-view"]) show($(view), view === id);
+    for (const view of ["login-view", "queue-view", "handoff-view", "settings-view"]) {
+      show($(view), view === id);
+    }
   }
 
   function route() {
@@ -992,6 +1083,10 @@
     const match = /^#handoff-(\d+)$/.exec(location.hash);
     if (match) {
       showHandoff(Number(match[1]));
+      return;
+    }
+    if (location.hash === "#settings" && isAdmin()) {
+      showSettings();
       return;
     }
     const wasHidden = $("queue-view").hidden;
@@ -1035,6 +1130,7 @@
     setText($("account-name"), state.user.name);
     setText($("account-role"), state.user.role);
     show($("account"), true);
+    show($("settings-link"), isAdmin());
     show($("queue-loading"), true);
     state.ageTimer = setInterval(refreshAges, AGE_TICK_MS);
     if (isSenior()) connectStream();
