@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from webapp.config import psycopg2_url  # noqa: E402
 from devtools.embedded import free_port  # noqa: E402
+from webapp.config import psycopg2_url  # noqa: E402
 
 # the code the web and worker processes run: this checkout, or another one (BENCH_CODE_ROOT)
 # to measure a before/after pair with the same bench
