@@ -2,7 +2,8 @@
 """Set up the project's virtualenv, then run the product or its tests.
 
     python3 bin/dev.py run     # Postgres, Redis, web, worker, beat, mail catcher, demo data
-    python3 bin/dev.py test    # the whole test suite (extra arguments go to pytest)
+    python3 bin/dev.py test    # the whole suite on Redis, then the pipeline tests on RabbitMQ
+    python3 bin/dev.py test ARGS...   # one pass, pytest ARGS, on TEST_BROKER (default redis)
 
 Standard library only: this is what a fresh machine with Python 3.11 runs first.
 """
@@ -11,14 +12,17 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import venv
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def ensure_virtualenv() -> None:
@@ -53,6 +57,57 @@ def ensure_browser() -> None:
     subprocess.run([str(PYTHON), "-m", "playwright", "install", "chromium"], check=False)
 
 
+def run_pass(command: list[str], **env: str) -> int:
+    """Run one pytest pass to its end: a Ctrl-C reaches pytest too, which then tears down
+    its workers and servers before it exits."""
+    process = subprocess.Popen(command, env={**os.environ, **env})
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            continue
+
+
+def rabbitmq_problem(url: str) -> str | None:
+    """Why RabbitMQ at `url` cannot be reached, or None when it takes a connection."""
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 3).close()
+        return None
+    except OSError as error:
+        return str(error)
+
+
+def run_test_passes(pytest: list[str]) -> int:
+    """The whole suite on Redis, then the pipeline tests (-m pipeline) again on RabbitMQ. In CI
+    (CI=true) a RabbitMQ that cannot be reached fails the run; elsewhere the second pass is
+    skipped with a note."""
+    print("== pass 1 of 2: the whole suite, Redis broker", flush=True)
+    first = run_pass(pytest, TEST_BROKER="redis")
+    if first == 2:   # interrupted
+        return first
+    url = os.environ.get("TEST_RABBITMQ_URL") or RABBITMQ_URL
+    where = f"{urlsplit(url).hostname}:{urlsplit(url).port or 5672}"
+    problem = rabbitmq_problem(url)
+    if problem is not None:
+        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+            print(f"== pass 2 of 2 FAILED: RabbitMQ at {where} cannot be reached ({problem}); "
+                  "CI runs the pipeline tests on it (set TEST_RABBITMQ_URL, or start it)",
+                  file=sys.stderr, flush=True)
+            return first or 1
+        print(f"== pass 2 of 2 SKIPPED: no RabbitMQ at {where} ({problem}), so the pipeline "
+              "tests did not run on it; start one (`rabbitmq-server -detached`) or set "
+              "TEST_RABBITMQ_URL. In CI this fails the run.", flush=True)
+        return first
+    print(f"== pass 2 of 2: the pipeline tests, RabbitMQ broker at {where}", flush=True)
+    second = run_pass([*pytest, "-m", "pipeline"], TEST_BROKER="rabbitmq",
+                      TEST_RABBITMQ_URL=url)
+    print(f"== pass 1 (Redis): {'passed' if first == 0 else f'FAILED (exit {first})'}; "
+          f"pass 2 (RabbitMQ): {'passed' if second == 0 else f'FAILED (exit {second})'}",
+          flush=True)
+    return first or second
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "test"):
         print(__doc__)
@@ -61,6 +116,9 @@ def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     if argv[0] == "test":
         ensure_browser()
+        if len(argv) == 1:
+            return run_test_passes([str(PYTHON), "-m", "pytest"])
+        # arguments: one pass with them, on the broker TEST_BROKER names (redis by default)
         command = [str(PYTHON), "-m", "pytest", *argv[1:]]
     else:
         command = [str(PYTHON), "-m", "devtools.run", *argv[1:]]

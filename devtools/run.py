@@ -99,6 +99,12 @@ def main() -> int:
     queues = Config.from_env(env=env)
     for name in ("CELERY_QUEUE", "CELERY_PSA_QUEUE", "CELERY_AI_QUEUE"):
         env.setdefault(name, queues[name])   # the Procfile's worker roles read them
+    # prometheus_client's multiprocess directory, one for the whole set (webapp/metrics.py):
+    # web's /metrics counts every gunicorn worker and the Celery workers too; emptied at start
+    metrics_dir = Path(env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(STATE / "metrics")))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
     for name in ("web", "worker", "psa_worker", "ai_worker", "beat"):
         manager.add_process(name, procfile.processes[name], cwd=str(ROOT), env=env)
     try:

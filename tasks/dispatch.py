@@ -2,6 +2,7 @@
 of rows per task where the channel sends in groups)."""
 from celery import shared_task
 
+from webapp import logs
 from webapp.extensions import db
 from webapp.models import Delivery
 from webapp.services import channels
@@ -12,6 +13,7 @@ from webapp.services.deliveries import DeliveryStatus
 def dispatch_handoff(handoff_id: int) -> int:
     """Enqueue the tasks of the handoff's pending delivery rows, channel by channel in the
     registry's order; returns how many rows."""
+    logs.bind(handoff_id=handoff_id)
     rows = db.session.execute(db.select(Delivery.id, Delivery.channel).where(
         Delivery.handoff_id == handoff_id, Delivery.status == DeliveryStatus.PENDING)
         .order_by(Delivery.id)).all()

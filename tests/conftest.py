@@ -1,6 +1,7 @@
 """Fixtures: real Postgres and Redis (given or embedded), a private database and Redis db per
 run, the app, a client, tenants with users of every role (built by tests/factories.py), a local
-PSA server, and a real Celery worker process."""
+PSA server, and a real Celery worker process, on the run's Redis db or, with
+TEST_BROKER=rabbitmq, on a RabbitMQ virtual host of the run's own (tests/servers/rabbitmq.py)."""
 from __future__ import annotations
 
 import os
@@ -65,6 +66,39 @@ def redis_url(service_urls):
     raise RuntimeError("no free Redis database for this test run")
 
 
+def chosen_broker() -> str:
+    """TEST_BROKER: `redis` (the default) or `rabbitmq` (at TEST_RABBITMQ_URL)."""
+    kind = (os.environ.get("TEST_BROKER") or "redis").strip().lower()
+    if kind not in ("redis", "rabbitmq"):
+        raise pytest.UsageError(f"TEST_BROKER={kind!r}: expected redis or rabbitmq")
+    return kind
+
+
+@pytest.fixture(scope="session")
+def broker_url(redis_url):
+    """The run's Celery broker: its Redis db, or with TEST_BROKER=rabbitmq a RabbitMQ virtual
+    host of its own (a RabbitMQ that cannot be reached is an error, never a skip)."""
+    if chosen_broker() == "redis":
+        yield redis_url
+        return
+    from tests.servers.rabbitmq import DEFAULT_URL, run_vhost
+    with run_vhost(os.environ.get("TEST_RABBITMQ_URL") or DEFAULT_URL) as url:
+        yield url
+
+
+def purge_queues(broker: str, queues) -> None:
+    """Empty these queues of a broker: Redis lists, or RabbitMQ queues."""
+    from webapp.config import broker_is_amqp
+    queues = list(queues)
+    if not queues:
+        return
+    if broker_is_amqp(broker):
+        from tests.servers.rabbitmq import purge
+        purge(broker, queues)
+    else:
+        redis_lib.Redis.from_url(broker).delete(*queues)
+
+
 @pytest.fixture(scope="session")
 def smtp_server():
     """A real SMTP server (aiosmtpd) on loopback for the whole run."""
@@ -83,10 +117,10 @@ def psa_server():
 
 
 @pytest.fixture(scope="session")
-def app_env(database_url, redis_url, smtp_server) -> dict[str, str]:
+def app_env(database_url, redis_url, broker_url, smtp_server) -> dict[str, str]:
     """The environment the app's processes (test app, web, worker) all run with in tests."""
     return {"DATABASE_URL": database_url, "REDIS_URL": redis_url,
-            "CELERY_BROKER_URL": redis_url, "SECRET_KEY": "test-secret",
+            "CELERY_BROKER_URL": broker_url, "SECRET_KEY": "test-secret",
             "PUBLIC_BASE_URL": "http://escalations.test", **FAST_KDF,
             "MAIL_SERVER": "127.0.0.1", "MAIL_PORT": str(smtp_server.port), "MAIL_TIMEOUT": "3",
             "DELIVERY_LEASE_SECONDS": "6", "DELIVERY_BACKOFF_SCALE": "0.02",
@@ -136,7 +170,7 @@ def close_idle_connections():
 
 @pytest.fixture(autouse=True)
 def clean_state(request):
-    """Each test starts from empty tables and no app keys in Redis."""
+    """Each test starts from empty tables, no app keys in Redis and empty run queues."""
     yield
     if "app" not in request.fixturenames:
         return
@@ -153,6 +187,10 @@ def clean_state(request):
                 "celery", "psa", "ai", "unacked", "unacked_index"]
         if keys:
             r.delete(*keys)
+        if app.config["CELERY_BROKER_URL"] != app.config["REDIS_URL"]:
+            purge_queues(app.config["CELERY_BROKER_URL"], (
+                app.config["CELERY_QUEUE"], app.config["CELERY_PSA_QUEUE"],
+                app.config["CELERY_AI_QUEUE"]))
 
 
 def empty_tables(db, attempts: int = 5) -> None:
@@ -223,7 +261,7 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message="
 
 
 class WorkerProcess:
-    """A real `celery worker` process on the Redis broker, as the Procfile runs it."""
+    """A real `celery worker` process on the run's broker, as the Procfile runs it."""
 
     def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 4,
                  queue: str = "celery", roles: tuple[str, ...] = ("default", "psa", "ai")):
@@ -238,7 +276,7 @@ class WorkerProcess:
     def start(self) -> None:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "worker",
+            [sys.executable, "-m", "celery", "--quiet", "-A", "wsgi:celery_app", "worker",
              "--pool=threads", f"--concurrency={self.concurrency}", "--loglevel=INFO",
              "-Q", ",".join(self.queues), "-n", f"{self.queues[0]}@%h",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
@@ -298,7 +336,7 @@ def private_worker(app_env):
     yield start
     for worker in started:
         worker.stop()
-        redis_lib.Redis.from_url(app_env["REDIS_URL"]).delete(*worker.queues)
+        purge_queues(app_env["CELERY_BROKER_URL"], worker.queues)
 
 
 def _wait_worker_ready(app, timeout: float = 30.0) -> None:

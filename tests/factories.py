@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from tests.conftest import TEST_PASSWORD, app_config
 from webapp import create_app
 from webapp.auth import issue_token
+from webapp.config import broker_is_amqp
 from webapp.extensions import db
 from webapp.models import Account, User
 from webapp.passwords import hash_password
@@ -24,6 +25,7 @@ SESSION_TICKET = "T-100"
 TRANSCRIPT = (("engineer", "Already restarted the transport service"),)
 HANDOFF_NOTE = "Need someone with Exchange admin rights"
 UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+UNREACHABLE_AMQP = "amqp://guest:guest@127.0.0.1:1//"
 
 
 @dataclass
@@ -131,9 +133,12 @@ def escalate(client, tenant, role: str = "engineer", *, base_url: str = "",
 
 
 def app_without_broker(app_env: dict[str, str]):
-    """An app whose Redis and broker are unreachable: what it writes is never dispatched."""
+    """An app whose Redis and broker (of the run's kind: Redis, or RabbitMQ) are unreachable:
+    what it writes is never dispatched."""
+    unreachable = UNREACHABLE_AMQP if broker_is_amqp(app_env["CELERY_BROKER_URL"]) \
+        else UNREACHABLE_REDIS
     return create_app(app_config(app_env, REDIS_URL=UNREACHABLE_REDIS,
-                                 CELERY_BROKER_URL=UNREACHABLE_REDIS))
+                                 CELERY_BROKER_URL=unreachable))
 
 
 def undispatched_handoff(app_env: dict[str, str], tenant, **fields) -> int:

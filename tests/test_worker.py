@@ -1,6 +1,11 @@
-"""A real worker process runs a real task delivered through the Redis broker."""
+"""A real worker process runs a real task delivered through the run's broker (Redis, or
+RabbitMQ in the pipeline pass)."""
+import pytest
+
 from tests.conftest import wait_for
 from webapp.redis_client import get_redis, key
+
+pytestmark = pytest.mark.pipeline
 
 
 def test_worker_runs_task_sent_through_redis_broker(app, celery_worker_process):

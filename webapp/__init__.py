@@ -1,7 +1,6 @@
 """The escalation backend's Flask application factory."""
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,9 +19,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             "SECRET_KEY is not set. Set it to a long random string, the same for every process "
             "(web, worker, beat), e.g. the output of: "
             "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'")
-    logging.basicConfig(level=app.config.get("LOG_LEVEL", "INFO"))
-
-    from webapp import auth, cli, errors, web
+    from webapp import auth, cli, errors, logs, web
     from webapp.api import register_blueprints
     from webapp.celery_app import celery_init_app
     from webapp.extensions import api, db, mail, migrate
@@ -35,11 +32,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_redis(app)
     celery_init_app(app)
     errors.register_error_handlers(app)
+    logs.init_app(app)   # first of the request hooks: every answer carries its request id
     from webapp.api.bodies import guard_request
     app.before_request(guard_request)
     app.before_request(auth.authenticate_request)
     register_blueprints(app, api)
     app.register_blueprint(web.bp)
+    from webapp import metrics
+    metrics.init_app(app)   # request counts and GET /metrics
     cli.register(app)
     if app.config["TRUSTED_PROXIES"] > 0:
         # the client's address (login budgets) as the operator's proxies report it

@@ -5,6 +5,8 @@ from celery import Celery, Task
 from celery.signals import task_postrun, worker_process_init
 from flask import Flask
 
+from webapp.config import broker_is_amqp
+
 
 def celery_init_app(app: Flask) -> Celery:
     class FlaskTask(Task):
@@ -14,7 +16,12 @@ def celery_init_app(app: Flask) -> Celery:
 
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.config_from_object("celeryconfig")
-    celery.conf.update(broker_url=app.config["CELERY_BROKER_URL"],
+    broker_url = app.config["CELERY_BROKER_URL"]
+    celery.conf.update(broker_url=broker_url,
+                       # RabbitMQ or Redis by the URL alone (celeryconfig.py has both sets)
+                       broker_transport_options=dict(
+                           celery.conf["amqp_transport_options"] if broker_is_amqp(broker_url)
+                           else celery.conf["redis_transport_options"]),
                        task_default_queue=app.config["CELERY_QUEUE"],
                        # PSA notes and chat messages wait on tenants' servers: their queue
                        # is not the one emails and dispatch share
@@ -23,6 +30,10 @@ def celery_init_app(app: Flask) -> Celery:
                                     "assessment.*": {"queue": app.config["CELERY_AI_QUEUE"]}})
     celery.set_default()
     app.extensions["celery"] = celery
+    from webapp import logs
+    logs.connect_celery()
+    from webapp import metrics
+    metrics.connect_celery(app)   # task run times; METRICS_PORT
 
     @worker_process_init.connect(weak=False)
     def _dispose_engine(**_kwargs):

@@ -37,6 +37,14 @@ def psycopg2_url(url: str) -> str:
     return url
 
 
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+
+
+def broker_is_amqp(url: str) -> bool:
+    """RabbitMQ (py-amqp) rather than Redis: its own transport options, no visibility timeout."""
+    return url.startswith(AMQP_SCHEMES)
+
+
 def queue_name(default_queue: str, role: str) -> str:
     """The queue of a worker role: `psa`, or `<default>.psa` beside a renamed default queue."""
     return role if default_queue == "celery" else f"{default_queue}.{role}"
@@ -65,6 +73,9 @@ class Config:
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": env_str("CELERY_BROKER_URL", redis_url, env),
             "SECRET_KEY": env_str("SECRET_KEY", None, env),   # required: see create_app
+            # JSON lines for log collectors; `text` for a terminal (webapp/logs.py)
+            "LOG_FORMAT": env_str("LOG_FORMAT", "json", env),
+            "LOG_LEVEL": env_str("LOG_LEVEL", "INFO", env).upper(),
             "ENCRYPTION_KEY": env_str("ENCRYPTION_KEY", None, env),
             "TOKEN_TTL_SECONDS": env_int("TOKEN_TTL_SECONDS", 12 * 3600, env),
             # expired or revoked tokens are deleted this long after (beat, hourly)
@@ -110,9 +121,13 @@ class Config:
             # concurrent PSA pushes of one account, across all workers; more wait their turn
             "PSA_MAX_CONCURRENT_PER_ACCOUNT": env_int("PSA_MAX_CONCURRENT_PER_ACCOUNT", 2, env),
             "DELIVERY_PENDING_GRACE_SECONDS": env_int("DELIVERY_PENDING_GRACE_SECONDS", 60, env),
-            # longer waits are left to beat: the broker redelivers a task held past its
-            # visibility timeout, so a long countdown would run twice
-            "MAX_TASK_COUNTDOWN_SECONDS": env_int("MAX_TASK_COUNTDOWN_SECONDS", 1800, env),
+            # longer waits are left to beat: Redis redelivers a task held past its visibility
+            # timeout, so a long countdown would run twice; RabbitMQ has no visibility timeout,
+            # but closes the channel of a consumer holding a message past its consumer_timeout
+            # (30 min by default), so its default stays under that
+            "MAX_TASK_COUNTDOWN_SECONDS": env_int(
+                "MAX_TASK_COUNTDOWN_SECONDS",
+                1500 if broker_is_amqp(env_str("CELERY_BROKER_URL", "", env)) else 1800, env),
             "PSA_WAIT_FOR_ASSESSMENT_SECONDS": env_int("PSA_WAIT_FOR_ASSESSMENT_SECONDS", 60, env),
             "PSA_TIMEOUT": env_float("PSA_TIMEOUT", 10.0, env),
             # every URL a tenant types (PSA, chat webhook) and the AI server: loopback and
@@ -141,6 +156,12 @@ class Config:
             # what an escalation's snapshot copies of it: the newest messages, within both
             "SNAPSHOT_MAX_MESSAGES": env_int("SNAPSHOT_MAX_MESSAGES", 200, env),
             "SNAPSHOT_MAX_CHARACTERS": env_int("SNAPSHOT_MAX_CHARACTERS", 200_000, env),
+            # GET /metrics: unset, open to all (it names no tenant); set, it needs
+            # `Authorization: Bearer <METRICS_TOKEN>`. METRICS_PORT: a Celery worker serves its
+            # own metrics there too (webapp/metrics.py)
+            "METRICS_TOKEN": env_str("METRICS_TOKEN", None, env),
+            "METRICS_PORT": env_int("METRICS_PORT", 0, env) or None,
+            "METRICS_ADDR": env_str("METRICS_ADDR", "0.0.0.0", env),
             "JSON_SORT_KEYS": False,
             "SQLALCHEMY_TRACK_MODIFICATIONS": False,
             "API_TITLE": "Escalations API",

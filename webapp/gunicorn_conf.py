@@ -1,6 +1,8 @@
 """gunicorn settings for the web role: gevent workers, so streams don't hold a thread each."""
 import os
 
+from webapp.logs import gunicorn_logconfig
+
 # all interfaces by default, as a Procfile platform routes to PORT; the run command, the tests
 # and the benches set HOST=127.0.0.1
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
@@ -13,12 +15,39 @@ keepalive = 5
 # query strings are the app's to judge (422 past MAX_QUERY_STRING_BYTES), not gunicorn's 414
 limit_request_line = 8190
 accesslog = os.environ.get("ACCESS_LOG") or None
+# gunicorn's own lines in the app's format (JSON unless LOG_FORMAT=text)
+logconfig_dict = gunicorn_logconfig(os.environ.get("LOG_FORMAT", "json"),
+                                    os.environ.get("LOG_LEVEL", "INFO").upper())
 # gunicorn 27 puts every master's control socket at one path per user; several web
 # processes on one host would remove each other's
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """On SIGTERM (or SIGINT/SIGQUIT) gunicorn stops accepting and waits graceful_timeout for
+    open requests; a live stream would hold it all that time. A watcher ends every stream the
+    moment the worker stops being alive, so clients reconnect elsewhere at once."""
+    import gevent
+
+    def end_streams_at_shutdown():
+        while worker.alive:
+            gevent.sleep(0.2)
+        from webapp.live.hub import end_all_streams
+        ended = end_all_streams()
+        worker.log.info("ended %s live stream(s) for shutdown", ended)
+
+    gevent.spawn(end_streams_at_shutdown)
 
 
 def post_fork(server, worker):
     # psycopg2 blocks the whole gevent hub unless it yields on I/O
     from psycogreen.gevent import patch_psycopg
     patch_psycopg()
+
+
+def child_exit(server, worker):
+    # prometheus_client multiprocess mode (PROMETHEUS_MULTIPROC_DIR, webapp/metrics.py): an
+    # exited worker's live gauges (open streams) stop counting; its counters stay in the sum
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)

@@ -5,11 +5,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.conftest import wait_for
 from tests.factories import escalate
 from tests.live.conftest import KEEPALIVE_SECONDS, STREAM_PATH, handoff_ids
 from webapp import live
 from webapp.redis_client import get_redis
+
+pytestmark = pytest.mark.pipeline
 
 
 def numsub(app, account_id: int) -> int:

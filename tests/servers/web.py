@@ -32,7 +32,7 @@ class WebProcess:
             [sys.executable, "-m", "gunicorn", "-c", "webapp/gunicorn_conf.py", "wsgi:app"],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, **self.env, "HOST": "127.0.0.1", "PORT": str(self.port),
-                 "WEB_CONCURRENCY": "1"})
+                 "WEB_CONCURRENCY": self.env.get("WEB_CONCURRENCY", "1")})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

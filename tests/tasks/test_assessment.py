@@ -11,6 +11,8 @@ from webapp.live import stream_key
 from webapp.models import Delivery, Handoff
 from webapp.redis_client import get_redis
 
+pytestmark = pytest.mark.pipeline
+
 
 def assessment_row(app, handoff_id):
     with app.app_context():

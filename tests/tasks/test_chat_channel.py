@@ -10,6 +10,8 @@ from tests.servers.chat import SLACK, TEAMS, TEAMS_LEGACY, ChatServer
 from webapp.extensions import db
 from webapp.models import Delivery
 
+pytestmark = pytest.mark.pipeline
+
 
 @pytest.fixture
 def chat_server():

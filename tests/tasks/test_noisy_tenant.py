@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.conftest import WorkerProcess, app_config, artifacts_dir, wait_for
+from tests.conftest import WorkerProcess, app_config, artifacts_dir, purge_queues, wait_for
 from tests.factories import make_session, post_handoff
 from tests.servers.psa import PsaServer
 from webapp import create_app
@@ -33,8 +33,7 @@ def split_workers(app_env):
     yield queue_app
     for worker in workers:
         worker.kill()    # the hung pushes would hold a graceful stop
-    import redis
-    redis.Redis.from_url(app_env["REDIS_URL"]).delete(*(q for w in workers for q in w.queues))
+    purge_queues(app_env["CELERY_BROKER_URL"], (q for w in workers for q in w.queues))
 
 
 def configure_psa(client, tenant, server):

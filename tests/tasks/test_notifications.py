@@ -5,6 +5,8 @@ from tests.conftest import wait_for
 from tests.factories import escalate, make_session, post_handoff, undispatched_handoff
 from tests.helpers import email_rows
 
+pytestmark = pytest.mark.pipeline
+
 
 def all_emails_settled(app, handoff_id):
     rows = email_rows(app, handoff_id)

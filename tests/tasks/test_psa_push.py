@@ -20,6 +20,8 @@ from webapp.models.base import utcnow
 from webapp.services import deliveries, psa_push
 from webapp.services.channels import channel
 
+pytestmark = pytest.mark.pipeline
+
 PROVIDERS = ["connectwise", "autotask", "halopsa"]
 NOTE_PATH = {"connectwise": "/notes", "autotask": "/notes", "halopsa": "/api/actions"}
 

@@ -4,6 +4,7 @@ import socket
 import threading
 import time
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,6 +23,8 @@ from webapp.extensions import db
 from webapp.models import Delivery
 from webapp.models.base import utcnow
 from webapp.services.locks import single_run
+
+pytestmark = pytest.mark.pipeline
 
 
 def test_broker_down_at_post_still_201_fast_and_beat_delivers_later(
@@ -83,6 +86,33 @@ def test_hung_redis_and_broker_do_not_hold_up_the_post(app_env, tenant, hung_red
         assert response.status_code == 201
     assert timings[0] < 1.5, timings          # one short timeout, then the breaker
     assert max(timings[1:]) < 0.5, timings    # the breaker skips the hung server at once
+
+
+@pytest.mark.parametrize("rabbitmq", ["refusing", "hung"])
+def test_an_unreachable_rabbitmq_broker_does_not_hold_up_the_post(
+        app, app_env, tenant, hung_redis, rabbitmq):
+    """RabbitMQ by its URL alone, never pinged: one refusing connections, or taking them and
+    never answering, costs at most the connect timeout once, then the breaker; rows wait."""
+    port = 1 if rabbitmq == "refusing" else urlsplit(hung_redis).port
+    amqp_app = create_app(app_config(
+        app_env, CELERY_BROKER_URL=f"amqp://guest:guest@127.0.0.1:{port}//"))
+    assert amqp_app.extensions["celery"].conf.broker_transport_options == {
+        "confirm_publish": True}
+    client = amqp_app.test_client()
+    timings, handoff_ids = [], []
+    for _ in range(3):
+        session_id = make_session(client, tenant)
+        started = time.monotonic()
+        response = post_handoff(client, tenant, session_id)
+        timings.append(time.monotonic() - started)
+        assert response.status_code == 201
+        handoff_ids.append(response.get_json()["id"])
+    assert timings[0] < 1.5, timings
+    assert max(timings[1:]) < 0.5, timings
+    with app.app_context():
+        statuses = set(db.session.scalars(db.select(Delivery.status).where(
+            Delivery.handoff_id.in_(handoff_ids))))
+    assert statuses == {"pending"}
 
 
 def test_pending_rows_younger_than_the_grace_are_left_alone(app, app_env, tenant):

@@ -1,14 +1,13 @@
 """Reminders of unclaimed escalations, with real beats, a real worker, SMTP and a chat
 webhook: due ones are sent once, claimed and cancelled ones never."""
 import json
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from tests.conftest import ROOT, artifacts_dir, wait_for
+from tests.conftest import wait_for
 from tests.factories import app_without_broker, escalate
+from tests.servers.beat import BeatProcess
 from tests.servers.chat import TEAMS, ChatServer
 from webapp.extensions import db
 from webapp.live import stream_key
@@ -17,30 +16,7 @@ from webapp.models.base import utcnow
 from webapp.redis_client import get_redis
 from webapp.services import reminders
 
-
-class BeatProcess:
-    """A real `celery beat`, as the Procfile runs it, sending to one test's own queue."""
-
-    def __init__(self, env: dict[str, str], name: str):
-        self.log_path = artifacts_dir() / f"celery-beat-{name}.log"
-        self.schedule = artifacts_dir() / f"celery-beat-{name}.schedule"
-        self.env, self.process = env, None
-
-    def start(self) -> None:
-        self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "beat", "--loglevel=INFO",
-             f"--schedule={self.schedule}"],
-            cwd=ROOT, env={**self.env}, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
+pytestmark = pytest.mark.pipeline
 
 
 @pytest.fixture

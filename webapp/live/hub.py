@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 RESYNC = object()  # "you may have missed messages: replay from your last position"
 RECHECK = object()  # "check that your token still allows you to stream"
+CLOSING = object()  # "this process is shutting down: end now, the client reconnects elsewhere"
+_hubs: list = []    # every hub of this process (one per app), for end_all_streams
 
 
 class Subscription:
@@ -120,11 +122,15 @@ class LiveHub:
         self._dirty = False
         self._pubsub = None
         self._reader: threading.Thread | None = None
+        self.closing = False
+        _hubs.append(self)
 
     def subscribe(self, channel: str, timeout: float = SUBSCRIBE_TIMEOUT_SECONDS) -> Subscription:
         """A subscription that receives every message published on the channel from now on."""
         subscription = Subscription(channel)
         with self._lock:
+            if self.closing:
+                raise LiveUnavailable("this process is shutting down")
             if self._reader is None or not self._reader.is_alive():
                 self._reader = threading.Thread(target=self._run, name="live-hub", daemon=True)
                 self._reader.start()
@@ -143,6 +149,16 @@ class LiveHub:
             if state is not None:
                 state.subscriptions.discard(subscription)
                 self._dirty = self._dirty or not state.subscriptions
+
+    def end_streams(self) -> int:
+        """Tell every open stream of this hub to end now, and take no new ones; returns how
+        many were told."""
+        with self._lock:
+            self.closing = True
+            subscriptions = [s for state in self._channels.values() for s in state.subscriptions]
+        for subscription in subscriptions:
+            subscription.push(CLOSING)
+        return len(subscriptions)
 
     def subscriber_count(self) -> int:
         with self._lock:
@@ -254,6 +270,13 @@ class LiveHub:
 
 
 _hub_lock = threading.Lock()
+
+
+def end_all_streams() -> int:
+    """A web process stopping: its streams end at once (their clients reconnect with
+    Last-Event-ID to a process that is not), so it exits well within its graceful timeout."""
+    pid = os.getpid()
+    return sum(hub.end_streams() for hub in list(_hubs) if hub.pid == pid)
 
 
 def get_hub() -> LiveHub:

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 from flask_sse import Message
 from redis import Redis, RedisError
 
+from webapp import metrics
 from webapp.errors import ApiError
-from webapp.live.hub import RECHECK, RESYNC, LiveHub, Subscription
+from webapp.live.hub import CLOSING, RECHECK, RESYNC, LiveHub, Subscription
 from webapp.live.publish import (
     _ORIGIN,
     KEEPALIVE,
@@ -56,6 +57,7 @@ class StreamSlot:
         self.keys = (key("streams", "user", user_id), key("streams", "account", account_id))
         self.holder = os.urandom(8).hex()
         self.renew_at = time.monotonic() + RENEW_SLOT_SECONDS
+        self.held = False   # counted in the open streams gauge (webapp/metrics.py)
 
     def take(self, per_user: int, per_account: int) -> None:
         now = time.time()
@@ -69,6 +71,8 @@ class StreamSlot:
                              {"retry_after": 10})
             error.headers = {"Retry-After": "10"}
             raise error
+        self.held = True
+        metrics.stream_opened()
 
     def renew_if_due(self) -> None:
         if time.monotonic() < self.renew_at:
@@ -80,6 +84,9 @@ class StreamSlot:
         pipe.execute()
 
     def release(self) -> None:
+        if self.held:
+            self.held = False
+            metrics.stream_closed()
         try:
             pipe = self.redis.pipeline(transaction=False)
             for name in self.keys:
@@ -127,6 +134,10 @@ class EventStream:
         try:
             while True:
                 for item in pending:
+                    if item is CLOSING:
+                        log.info("live stream of account %s ended: the web process is stopping",
+                                 self.account_id)
+                        return
                     if item is RECHECK:
                         next_check, told = 0.0, True
                     elif item is RESYNC:

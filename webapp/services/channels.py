@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from webapp import logs
 from webapp.models import Delivery, Handoff
 from webapp.services import assessments, chat, deliveries, notifications, psa_push
 from webapp.services.deliveries import RetryPolicy
@@ -49,8 +50,9 @@ def channel(name: str) -> Channel:
 def drive(name: str, delivery_id: int) -> None:
     """Run one row of the channel: claim, side effect, outcome, next try."""
     found = REGISTRY[name]
-    deliveries.drive(found.task, delivery_id, found.side_effect, found.policy,
-                     on_settled=found.on_settled)
+    with logs.bound(delivery_id=delivery_id, channel=name):
+        deliveries.drive(found.task, delivery_id, found.side_effect, found.policy,
+                         on_settled=found.on_settled)
 
 
 def enqueue_rows(rows: list[tuple[int, str]]) -> None:

@@ -12,10 +12,11 @@ from enum import StrEnum
 from flask import current_app
 from sqlalchemy import and_, case, func, or_
 
+from webapp import logs, metrics
 from webapp.extensions import db
-from webapp.models import Delivery, Handoff
+from webapp.models import CHANNELS, Delivery, Handoff
 from webapp.models.base import utcnow
-from webapp.services.errors import Conflict, NotFound
+from webapp.services.errors import Conflict, Invalid, NotFound
 from webapp.services.queue import enqueue
 from webapp.services.transactions import commit_keeping_loaded
 
@@ -271,11 +272,22 @@ def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
     lease = heartbeat.stop()
     sources_of(status, S.SENDING)
     table = Delivery.__table__
-    db.session.execute(db.update(table).where(
+    result = db.session.execute(db.update(table).where(
         table.c.id == delivery_id, table.c.status == S.SENDING,
         table.c.lease_expires_at == lease).values(
-        status=str(status), lease_expires_at=None, updated_at=utcnow(), **values))
+        status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
+        .returning(table.c.channel))
+    channel = result.scalar_one_or_none()
     db.session.commit()
+    if channel is not None:
+        metrics.delivery_settled(channel, status)
+    if result.rowcount != 1:
+        log.warning("delivery outcome %s not recorded: the row was retaken meanwhile", status)
+    elif status == S.PENDING:
+        log.info("delivery deferred, not counted as an attempt")
+    else:   # reasons never carry secrets: every one is written to be shown to the tenant
+        log.info("delivery %s%s", status, f": {values['last_error']}"
+                 if values.get("last_error") else "")
 
 
 def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy: RetryPolicy,
@@ -284,7 +296,9 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
     the task should run again, or None when the row needs nothing more from this task."""
     row = claim(delivery_id)
     if row is None:
+        log.info("delivery not taken: done, held by another worker, or not yet due")
         return None
+    logs.bind(handoff_id=row.handoff_id)
     attempts = row.attempts
     with Heartbeat(delivery_id, row.lease_expires_at) as lease:
         retry_in = _drive_side_effect(delivery_id, row, attempts, lease, side_effect, policy)
@@ -406,6 +420,59 @@ def bury_exhausted(now, max_attempts: dict[str, int] | None = None) -> int:
     result = db.session.execute(db.update(Delivery).where(
         moving(S.DEAD, S.SENDING), Delivery.lease_expires_at < now, exhausted,
     ).values(status=str(S.DEAD), lease_expires_at=None, updated_at=now,
-             last_error="gave up: the worker stopped during every attempt"))
+             last_error="gave up: the worker stopped during every attempt")
+        .returning(Delivery.channel))
+    buried = result.scalars().all()
     db.session.commit()
-    return result.rowcount
+    metrics.deliveries_buried(buried)
+    return len(buried)
+
+
+# ---- an operator's view across accounts: the rows that need a look (the deliveries CLI) -----
+
+PROBLEMS = (S.FAILED, S.DEAD)
+
+
+def problems(status: DeliveryStatus | None = None, account_id: int | None = None,
+             channel: str | None = None, older_than: timedelta | None = None,
+             limit: int | None = None) -> tuple[list[Delivery], dict]:
+    """Failed and dead rows of every account (or only those of `status`), filtered by account,
+    channel and age, oldest first; and their counts, of every row that matches whatever the
+    `limit`: {"total": N, "by_status": {status: n}, "by_channel": {channel: n}}.
+    A row's age is the time since it last changed (updated_at): for a dead row, since it died;
+    for a failed one, since its last attempt."""
+    statuses = PROBLEMS if status is None else (S(status),)
+    if any(wanted not in PROBLEMS for wanted in statuses):
+        raise Invalid(f"only failed or dead deliveries are problems, not {status}")
+    if channel is not None and channel not in CHANNELS:
+        raise Invalid(f"no such channel: {channel}")
+    conditions = [Delivery.status.in_([str(wanted) for wanted in statuses])]
+    if account_id is not None:
+        conditions.append(Delivery.account_id == account_id)
+    if channel is not None:
+        conditions.append(Delivery.channel == channel)
+    if older_than is not None:
+        conditions.append(Delivery.updated_at <= utcnow() - older_than)
+    query = db.select(Delivery).where(*conditions).order_by(Delivery.updated_at, Delivery.id)
+    rows = list(db.session.scalars(query if limit is None else query.limit(limit)))
+    by_status = {str(wanted): 0 for wanted in statuses}
+    by_channel = {name: 0 for name in CHANNELS}
+    for row_status, row_channel, count in db.session.execute(
+            db.select(Delivery.status, Delivery.channel, func.count()).where(*conditions)
+            .group_by(Delivery.status, Delivery.channel)):
+        by_status[row_status] += count
+        by_channel[row_channel] += count
+    return rows, {"total": sum(by_status.values()), "by_status": by_status,
+                  "by_channel": by_channel}
+
+
+def retryable(delivery_id: int) -> Delivery:
+    """The row an operator's retry names, in any account: NotFound, or Conflict when it is not
+    failed or dead (the refusals of reset_for_retry, checked before anything is written)."""
+    row = db.session.get(Delivery, delivery_id)
+    if row is None:
+        raise NotFound(f"delivery {delivery_id}")
+    if row.status not in PROBLEMS:
+        raise Conflict("not_retryable", f"only failed or dead deliveries can be retried; "
+                                        f"delivery {delivery_id} is {row.status}")
+    return row

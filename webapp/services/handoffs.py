@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from datetime import UTC, datetime
 
 from flask import current_app
@@ -10,7 +11,7 @@ from sqlalchemy import and_, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from webapp import live
+from webapp import live, logs, metrics
 from webapp.extensions import db
 from webapp.models import Account, AiSession, Delivery, Handoff, SessionMessage, User
 from webapp.models.base import utcnow
@@ -20,6 +21,7 @@ from webapp.services.queue import enqueue
 from webapp.services.recipients import escalation_recipients
 from webapp.services.transactions import commit_keeping_loaded
 
+log = logging.getLogger(__name__)
 DISPATCH_TASK = "handoffs.dispatch"
 SESSION_STATUS_FOR_INTENT = {"park": "parked", "escalate": "escalated"}
 
@@ -91,6 +93,7 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
     session.status = SESSION_STATUS_FOR_INTENT[intent]
     try:
         db.session.flush()
+        logs.bind(handoff_id=handoff.id)
         values = delivery_values(handoff, user)
         db.session.execute(db.insert(Delivery.__table__), values)  # one statement, no RETURNING
         # nothing read below needs reading back: it is what this transaction wrote
@@ -107,6 +110,8 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
         (handoff.id, value["channel"]): Delivery(**value)
         for value in values if value["channel"] in ("assessment", "psa")}
 
+    metrics.handoff_created(intent)
+    log.info("handoff created: %s with %d delivery rows", intent, len(values))
     if intent == "escalate":
         live.publish(handoff.account_id, "handoff_created", {"handoff": summary(handoff)})
     enqueue(DISPATCH_TASK, handoff.id)
