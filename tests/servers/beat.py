@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT, artifacts_dir
+from tests.servers import stop_process
 
 
 class BeatProcess:
@@ -23,10 +24,5 @@ class BeatProcess:
             cwd=ROOT, env={**self.env}, stdout=self.log, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
         self.log.close()
