@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from webapp.integrations.ai.heuristic import RulesError, load_rules
+from webapp.integrations.ai.heuristic_rules import RulesError, load_rules
 
 DOCUMENT = """
 [[areas]]

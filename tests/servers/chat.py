@@ -12,16 +12,15 @@ URL never leaks into a reason:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.servers.loopback import Handler, LoopbackServer, Reply, drop
 
 TEAMS = "teams"              # Workflows
 TEAMS_LEGACY = "teams-legacy"
@@ -92,35 +91,6 @@ class Fault:
         return self.path.lower() in path.lower()
 
 
-class _Reply(Exception):
-    """Stop handling and answer with status and body (bytes, str or JSON)."""
-
-    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HttpServer
-
-    def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
-        self.server.chat.handle(self)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.server.chat.handle(self)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 64
-    chat: ChatServer
-
-
 class ChatServer:
     """The three webhooks on one loopback port; use as a context manager or start()/stop()."""
 
@@ -138,7 +108,7 @@ class ChatServer:
         self._messages: list[Message] = []
         self._rejections: list[tuple[str, str]] = []
         self._runs = 0
-        self._http: _HttpServer | None = None
+        self._http: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------
@@ -146,8 +116,7 @@ class ChatServer:
     def start(self) -> ChatServer:
         """Listen on an ephemeral loopback port in a background thread."""
         self._stopping.clear()
-        self._http = _HttpServer(("127.0.0.1", 0), _Handler)
-        self._http.chat = self
+        self._http = LoopbackServer(self)
         self._thread = threading.Thread(
             target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -255,7 +224,7 @@ class ChatServer:
 
     # -- request handling ------------------------------------------------
 
-    def handle(self, h: _Handler) -> None:
+    def handle(self, h: Handler) -> None:
         parts = urlsplit(h.path)
         path = unquote(parts.path)
         body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
@@ -270,17 +239,17 @@ class ChatServer:
                     self._faults.remove(fault)
         kind = self._kind(path)
         if fault is not None and fault.action == "drop":
-            return self._drop(h)
+            return drop(h)
         if fault is not None and fault.status is not None:
             self._stopping.wait(fault.delay)
             payload = fault.body if fault.body is not None else _error_body(kind, fault.status)
             return self._answer(h, fault.status, payload, fault.headers)
         try:
             status, payload, headers = self._route(kind, record)
-        except _Reply as reply:
+        except Reply as reply:
             status, payload, headers = reply.status, reply.body, reply.headers
         if fault is not None and fault.action == "accept_then_drop":
-            return self._drop(h)
+            return drop(h)
         if fault is not None and fault.delay:
             self._stopping.wait(fault.delay)
         self._answer(h, status, payload, headers)
@@ -297,15 +266,15 @@ class ChatServer:
 
     def _route(self, kind: str | None, r: Recorded) -> tuple[int, Any, dict[str, str]]:
         if kind is None:
-            raise _Reply(404, "Not Found")
+            raise Reply(404, "Not Found")
         if r.method != "POST":
-            raise _Reply(405, _error_body(kind, 405))
+            raise Reply(405, _error_body(kind, 405))
         if kind == TEAMS:
             self._teams_address(r)
         elif kind == TEAMS_LEGACY and r.path != self.legacy_path:
-            raise _Reply(404, _error_body(kind, 404))
+            raise Reply(404, _error_body(kind, 404))
         elif kind == SLACK and r.path != self.slack_path:
-            raise _Reply(404, "no_service")
+            raise Reply(404, "no_service")
         try:
             body = r.json()
         except ValueError:
@@ -319,10 +288,10 @@ class ChatServer:
             with self._lock:
                 self._rejections.append((kind, why))
             if kind == SLACK:
-                raise _Reply(400, code)
+                raise Reply(400, code)
             if kind == TEAMS_LEGACY:
-                raise _Reply(400, LEGACY_ERRORS[400])
-            raise _Reply(400, {"error": {"code": code, "message": why}})
+                raise Reply(400, LEGACY_ERRORS[400])
+            raise Reply(400, {"error": {"code": code, "message": why}})
         with self._lock:
             self._messages.append(Message(kind, r.path, body, r.time))
             self._runs += 1
@@ -334,24 +303,16 @@ class ChatServer:
     def _teams_address(self, r: Recorded) -> None:
         expected = f"/workflows/{self.workflow_id}/triggers/manual/paths/invoke"
         if r.path != expected:
-            raise _Reply(404, {"error": {
+            raise Reply(404, {"error": {
                 "code": "WorkflowNotFound",
                 "message": f"The workflow '{r.path.split('/')[2]}' could not be found."}})
         if r.query.get("sig", [""])[0] != self.workflow_sig:
-            raise _Reply(401, {"error": {
+            raise Reply(401, {"error": {
                 "code": "DirectApiInvalidAuthorizationSignature",
                 "message": "The provided authorization signature is not valid."}})
 
     @staticmethod
-    def _drop(h: _Handler) -> None:
-        """Close the connection without a byte of answer."""
-        h.close_connection = True
-        h.wfile.flush()
-        with contextlib.suppress(OSError):
-            h.connection.shutdown(socket.SHUT_RDWR)
-
-    @staticmethod
-    def _answer(h: _Handler, status: int, payload: Any, headers: dict[str, str]) -> None:
+    def _answer(h: Handler, status: int, payload: Any, headers: dict[str, str]) -> None:
         if payload is None:
             data, kind = b"", None
         elif isinstance(payload, bytes):

@@ -8,13 +8,13 @@ import html
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.servers.loopback import Handler, LoopbackServer, Reply, drop
 
 CW_COMPANY = "acme"
 CW_PUBLIC_KEY = "cwPublicKey7f3a"
@@ -76,35 +76,6 @@ class Fault:
         return self.method == method and path.lower().endswith(self.path.lower())
 
 
-class _Reply(Exception):
-    """Stop handling and answer with status and JSON body."""
-
-    def __init__(self, status: int, body: Any = None, headers: dict[str, str] | None = None):
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _HttpServer
-
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
-        self.server.psa.handle(self)
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.server.psa.handle(self)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-
-class _HttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 64
-    psa: PsaServer
-
-
 class PsaServer:
     """The three PSAs on one loopback port; use as a context manager or start()/stop()."""
 
@@ -131,15 +102,14 @@ class PsaServer:
         self._tokens: dict[str, float] = {}
         self._in_flight: dict[str, int] = {}
         self._max_in_flight: dict[str, int] = {}
-        self._http: _HttpServer | None = None
+        self._http: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------
 
     def start(self) -> PsaServer:
         """Listen on an ephemeral loopback port in a background thread."""
-        self._http = _HttpServer(("127.0.0.1", 0), _Handler)
-        self._http.psa = self
+        self._http = LoopbackServer(self)
         self._thread = threading.Thread(
             target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
@@ -260,7 +230,7 @@ class PsaServer:
 
     # -- request handling ------------------------------------------------
 
-    def handle(self, h: _Handler) -> None:
+    def handle(self, h: Handler) -> None:
         parts = urlsplit(h.path)
         path = unquote(parts.path)
         body = h.rfile.read(int(h.headers.get("Content-Length") or 0))
@@ -298,7 +268,7 @@ class PsaServer:
 
         try:
             if fault is not None and fault.action == "drop":
-                return self._drop(h)
+                return drop(h)
             if fault is not None and fault.action == "trickle":
                 return self._trickle(h, fault.delay or 2.0)
             if fault is not None and fault.action == "huge":
@@ -314,10 +284,10 @@ class PsaServer:
                 status, payload, headers = 200, self._route(record), {}
                 if isinstance(payload, tuple):
                     status, payload = payload
-            except _Reply as reply:
+            except Reply as reply:
                 status, payload, headers = reply.status, reply.body, reply.headers
             if fault is not None and fault.action == "accept_then_drop":
-                return self._drop(h)
+                return drop(h)
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
             leave()
@@ -325,7 +295,7 @@ class PsaServer:
         finally:
             leave()
 
-    def _trickle(self, h: _Handler, every: float) -> None:
+    def _trickle(self, h: Handler, every: float) -> None:
         """Accept, then send the answer one byte every `every` seconds, for ten minutes or
         until the client goes away or the server stops."""
         h.close_connection = True
@@ -340,15 +310,7 @@ class PsaServer:
                 time.sleep(every)
 
     @staticmethod
-    def _drop(h: _Handler) -> None:
-        """Close the connection without a byte of answer."""
-        h.close_connection = True
-        h.wfile.flush()
-        with contextlib.suppress(OSError):
-            h.connection.shutdown(socket.SHUT_RDWR)
-
-    @staticmethod
-    def _answer(h: _Handler, status: int, payload: Any, headers: dict[str, str]) -> None:
+    def _answer(h: Handler, status: int, payload: Any, headers: dict[str, str]) -> None:
         if payload is None:
             data = b""
         elif isinstance(payload, bytes):
@@ -380,13 +342,13 @@ class PsaServer:
             return self._halo_token(r)
         if path.startswith("/api/"):
             return self._halo(r)
-        raise _Reply(404, {"message": "no such route"})
+        raise Reply(404, {"message": "no such route"})
 
     def _ticket(self, ticket_id: str, not_found: Any) -> dict:
         with self._lock:
             ticket = self.tickets.get(ticket_id)
         if ticket is None:
-            raise _Reply(404, not_found)
+            raise Reply(404, not_found)
         return ticket
 
     def _store(self, ticket_id: str, note: dict) -> dict:
@@ -401,13 +363,13 @@ class PsaServer:
         try:
             return r.json()
         except ValueError:
-            raise _Reply(400, invalid) from None
+            raise Reply(400, invalid) from None
 
     # -- ConnectWise -------------------------------------------------------
 
     def _cw_company_info(self, company: str) -> Any:
         if company.lower() != CW_COMPANY:
-            raise _Reply(404, {"code": "NotFound", "message": "Company not found"})
+            raise Reply(404, {"code": "NotFound", "message": "Company not found"})
         return {
             "CompanyName": "Acme MSP", "Codebase": CW_CODEBASE, "VersionCode": "v2025.1",
             "VersionNumber": "v4.6.95000", "CompanyID": CW_COMPANY, "IsCloud": True,
@@ -416,17 +378,17 @@ class PsaServer:
     def _connectwise(self, r: Recorded) -> Any:
         prefix = f"/{CW_CODEBASE}apis/3.0"
         if not r.path.startswith(prefix):
-            raise _Reply(404, {"code": "NotFound", "message": "Unknown codebase"})
+            raise Reply(404, {"code": "NotFound", "message": "Unknown codebase"})
         expected = base64.b64encode(
             f"{CW_COMPANY}+{CW_PUBLIC_KEY}:{CW_PRIVATE_KEY}".encode()
         ).decode()
         if r.headers.get("authorization") != f"Basic {expected}":
-            raise _Reply(401, {"code": "Unauthorized", "message": "Invalid credentials"})
+            raise Reply(401, {"code": "Unauthorized", "message": "Invalid credentials"})
         if r.headers.get("clientid") != CW_CLIENT_ID:
-            raise _Reply(401, {"code": "Unauthorized", "message": "clientId is required"})
+            raise Reply(401, {"code": "Unauthorized", "message": "clientId is required"})
         m = re.fullmatch(r"/service/tickets/(\d+)(/notes)?", r.path[len(prefix):])
         if m is None:
-            raise _Reply(404, {"code": "NotFound", "message": "Not found"})
+            raise Reply(404, {"code": "NotFound", "message": "Not found"})
         ticket_id, notes = m.group(1), bool(m.group(2))
         missing = {"code": "NotFound", "message": f"Ticket with id {ticket_id} was not found"}
         ticket = self._ticket(ticket_id, missing)
@@ -451,13 +413,13 @@ class PsaServer:
                                "message": "One of detailDescriptionFlag, internalAnalysisFlag "
                                           "or resolutionFlag must be true"})
             if errors:
-                raise _Reply(400, {**invalid, "errors": errors})
+                raise Reply(400, {**invalid, "errors": errors})
             note = self._store(ticket_id, {
                 "provider": "connectwise", "ticketId": int(ticket_id), "text": body["text"],
                 **{f: bool(body.get(f)) for f in flags},
             })
             return 201, note
-        raise _Reply(405, {"code": "MethodNotAllowed", "message": "Method not allowed"})
+        raise Reply(405, {"code": "MethodNotAllowed", "message": "Method not allowed"})
 
     # -- Autotask ------------------------------------------------------------
 
@@ -466,17 +428,17 @@ class PsaServer:
         if rest.lower() == "v1.0/zoneinformation":
             users = {name.lower() for name in self.at_users}
             if r.query.get("user", [""])[0].lower() not in users:
-                raise _Reply(404, {"errors": ["Invalid user"]})
+                raise Reply(404, {"errors": ["Invalid user"]})
             return {"zoneName": "Local Zone", "url": f"{self.url}/atservicesrest/",
                     "webUrl": f"{self.url}/", "ci": 0}
         if r.headers.get("apiintegrationcode") != AT_INTEGRATION_CODE:
-            raise _Reply(500, {"errors": ["IntegrationCode is invalid."]})
+            raise Reply(500, {"errors": ["IntegrationCode is invalid."]})
         username = r.headers.get("username")
         if username not in self.at_users or r.headers.get("secret") != self.at_users[username]:
-            raise _Reply(401, {"errors": ["Unauthorized"]})
+            raise Reply(401, {"errors": ["Unauthorized"]})
         m = re.fullmatch(r"v1\.0/tickets/(\d+)(/notes)?", rest, re.IGNORECASE)
         if m is None:
-            raise _Reply(404, {"errors": ["Not found"]})
+            raise Reply(404, {"errors": ["Not found"]})
         ticket_id, notes = m.group(1), bool(m.group(2))
         if not notes and r.method == "GET":
             with self._lock:
@@ -498,7 +460,7 @@ class PsaServer:
             body = self._json_body(r, {"errors": ["The request body is not valid JSON."]})
             errors = []
             if not isinstance(body, dict):
-                raise _Reply(400, {"errors": ["The request body must be an object."]})
+                raise Reply(400, {"errors": ["The request body must be an object."]})
             if body.get("ticketID") != int(ticket_id):
                 errors.append("ticketID must match the ticket in the URL.")
             if not isinstance(body.get("title"), str) or not 0 < len(body["title"]) <= 250:
@@ -511,28 +473,28 @@ class PsaServer:
                 if not isinstance(body.get(key), int):
                     errors.append(f"{key} is required.")
             if errors:
-                raise _Reply(400, {"errors": errors})
+                raise Reply(400, {"errors": errors})
             note = self._store(ticket_id, {
                 "provider": "autotask", "title": body["title"],
                 "description": body["description"], "text": body["description"],
                 "noteType": body["noteType"], "publish": body["publish"],
             })
             return {"itemId": note["id"]}
-        raise _Reply(405, {"errors": ["Method not allowed"]})
+        raise Reply(405, {"errors": ["Method not allowed"]})
 
     # -- HaloPSA ---------------------------------------------------------------
 
     def _halo_token(self, r: Recorded) -> Any:
         if r.method != "POST":
-            raise _Reply(405, {"error": "method_not_allowed"})
+            raise Reply(405, {"error": "method_not_allowed"})
         if self.halo_tenant and r.query.get("tenant", [""])[0] != self.halo_tenant:
-            raise _Reply(400, {"error": "invalid_request", "error_description": "unknown tenant"})
+            raise Reply(400, {"error": "invalid_request", "error_description": "unknown tenant"})
         form = r.form()
         if form.get("grant_type") != "client_credentials" or form.get("scope") != "all":
-            raise _Reply(400, {"error": "unsupported_grant_type"})
+            raise Reply(400, {"error": "unsupported_grant_type"})
         if (form.get("client_id") != HALO_CLIENT_ID
                 or form.get("client_secret") != HALO_CLIENT_SECRET):
-            raise _Reply(400, {"error": "invalid_client"})
+            raise Reply(400, {"error": "invalid_client"})
         token = "halo-token-" + secrets.token_hex(12)
         with self._lock:
             self._tokens[token] = time.monotonic() + self.halo_token_ttl
@@ -544,13 +506,13 @@ class PsaServer:
         with self._lock:
             valid = self._tokens.get(token, 0) > time.monotonic()
         if not valid:
-            raise _Reply(401)
+            raise Reply(401)
         missing = {"ClassName": "Halo.NotFound", "Message": "Ticket not found"}
         m = re.fullmatch(r"/api/Tickets/(\d+)", r.path)
         if m and r.method == "GET":
             return self._ticket(m.group(1), missing)
         if r.path != "/api/Actions":
-            raise _Reply(404, {"Message": "Not found"})
+            raise Reply(404, {"Message": "Not found"})
         if r.method == "GET":
             ticket_id = r.query.get("ticket_id", [""])[0]
             self._ticket(ticket_id, missing)
@@ -559,12 +521,12 @@ class PsaServer:
         body = self._json_body(r, {"Message": "Invalid JSON"})
         required = {"ticket_id": int, "outcome": str, "hiddenfromuser": bool, "note_html": str}
         if not isinstance(body, list) or not body:
-            raise _Reply(400, {"Message": "The body must be an array of actions"})
+            raise Reply(400, {"Message": "The body must be an array of actions"})
         for item in body:
             if not isinstance(item, dict) or any(
                 not isinstance(item.get(k), t) for k, t in required.items()
             ):
-                raise _Reply(400, {"Message": f"Each action needs {', '.join(required)}"})
+                raise Reply(400, {"Message": f"Each action needs {', '.join(required)}"})
             self._ticket(str(item["ticket_id"]), missing)
         created = []
         for item in body:

@@ -201,3 +201,21 @@ def test_reminders_off_and_not_yet_due_escalations_are_left_alone(app_env, make_
     backdate(quiet, young["id"], 1.5)
     with quiet.app_context():
         assert list(reminders.remind_due(utcnow())) == [young["id"]]
+
+
+def test_a_reminder_reaches_only_its_own_accounts_people(app_env, make_tenant):
+    """Two accounts' escalations fall due in one sweep: each is reminded to its own owner and
+    admin, never the other account's."""
+    quiet = app_without_broker(app_env)
+    client = quiet.test_client()
+    first, second = make_tenant("First MSP"), make_tenant("Second MSP")
+    ours, theirs = escalate(client, first), escalate(client, second)
+    for handoff in (ours, theirs):
+        backdate(quiet, handoff["id"], 30)
+    with quiet.app_context():
+        assert sorted(reminders.remind_due(utcnow())) == sorted([ours["id"], theirs["id"]])
+    for tenant, handoff in ((first, ours), (second, theirs)):
+        rows = reminder_rows(quiet, handoff["id"])
+        assert sorted(row.recipient_user_id for row in rows) == sorted(
+            [tenant.users["owner"]["id"], tenant.users["admin"]["id"]])
+        assert {row.account_id for row in rows} == {tenant.account_id}

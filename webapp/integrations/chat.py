@@ -241,26 +241,23 @@ def _send(name: str, http: httpx.Client, url: str, payload: dict[str, Any],
     try:
         return outbound.send(http, "POST", url, deadline=deadline, max_bytes=MAX_RESPONSE_BYTES,
                              json=payload, timeout=httpx.Timeout(deadline))
-    except outbound.PlainHttpRefused as exc:
-        raise Permanent(f"{name}: the webhook URL must use https") from exc
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise Permanent(f"{name}: the webhook URL cannot be used") from exc
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-            httpx.ProxyError) as exc:
-        if outbound.is_refusal(exc):
-            # no host or address here: every member of the account reads the reason
-            raise Permanent(f"{name}: refused to connect: the webhook's host is not a "
-                            "public address") from exc
-        raise Retryable(f"{name}: cannot connect ({type(exc).__name__})") from exc
-    except httpx.TimeoutException as exc:
-        raise Retryable(f"{name}: no complete answer within {deadline:g}s; the message may "
-                        "have been posted") from exc
-    except outbound.ResponseTooLarge as exc:
-        raise Retryable(f"{name}: answer larger than {MAX_RESPONSE_BYTES} bytes, not read; "
-                        "the message may have been posted") from exc
     except httpx.RequestError as exc:
-        raise Retryable(f"{name}: no answer ({type(exc).__name__}); the message may have "
-                        "been posted") from exc
+        failure = outbound.unsent(exc, "the webhook URL", "the webhook's host")
+        if failure is not None:
+            raise (Permanent if failure.permanent else Retryable)(
+                f"{name}: {failure.reason}") from exc
+        # it may have reached the service: a retry risks a second message, which is better
+        # than none for an escalation
+        raise Retryable(f"{name}: {_no_answer(exc, deadline)}; the message may have been "
+                        "posted") from exc
+
+
+def _no_answer(exc: httpx.RequestError, deadline: float) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no complete answer within {deadline:g}s"
+    if isinstance(exc, outbound.ResponseTooLarge):
+        return f"answer larger than {MAX_RESPONSE_BYTES} bytes, not read"
+    return f"no answer ({type(exc).__name__})"
 
 
 def _check(name: str, response: httpx.Response, redact: Callable[[str], str]) -> None:

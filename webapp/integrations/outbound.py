@@ -177,6 +177,29 @@ def is_refusal(error: BaseException) -> bool:
     return False
 
 
+class Unsent(typing.NamedTuple):
+    """A request that never reached the server: `permanent` when no retry can mend it (the
+    URL, or an address the rules refuse), else safe to repeat, even a write."""
+    permanent: bool
+    reason: str
+
+
+def unsent(error: httpx.RequestError, url: str, host: str) -> Unsent | None:
+    """What a failure before anything was sent means, worded with `url` and `host` (e.g.
+    "the webhook URL", "the webhook's host") and never the URL, host or address itself (the
+    tenant's members read reasons); None when the request may have reached the server."""
+    if isinstance(error, PlainHttpRefused):
+        return Unsent(True, f"{url} must use https")
+    if isinstance(error, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return Unsent(True, f"{url} cannot be used")
+    if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                          httpx.ProxyError)):
+        if is_refusal(error):
+            return Unsent(True, f"refused to connect: {host} is not a public address")
+        return Unsent(False, f"cannot connect ({type(error).__name__})")
+    return None
+
+
 _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 

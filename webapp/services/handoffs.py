@@ -72,12 +72,13 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
     # the session, locked, with the id of its open handoff if it has one: one statement
     open_handoff = db.select(Handoff.id).where(
         Handoff.session_id == AiSession.id, Handoff.status == "open").limit(1).scalar_subquery()
-    found = db.session.execute(db.select(AiSession, open_handoff).where(
+    found = db.session.execute(db.select(AiSession, Account, open_handoff).join(
+        Account, Account.id == AiSession.account_id).where(
         AiSession.id == session_id, AiSession.account_id == user.account_id,
     ).with_for_update(of=AiSession)).one_or_none()
     if found is None:
         raise NotFound("session")
-    session, open_handoff_id = found
+    session, account, open_handoff_id = found
     if user.role == "viewer" or (session.owner_id != user.id and not user.is_admin):
         raise Forbidden("only the session's owner or an admin may hand it off")
     if session.status == "closed":
@@ -94,7 +95,7 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
     try:
         db.session.flush()
         logs.bind(handoff_id=handoff.id)
-        values = delivery_values(handoff, user)
+        values = delivery_values(handoff, user, account)
         db.session.execute(db.insert(Delivery.__table__), values)  # one statement, no RETURNING
         # nothing read below needs reading back: it is what this transaction wrote
         commit_keeping_loaded()
@@ -118,7 +119,7 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
     return handoff
 
 
-def delivery_values(handoff: Handoff, escalator: User) -> list[dict]:
+def delivery_values(handoff: Handoff, escalator: User, account: Account) -> list[dict]:
     """One row per side effect: the assessment, the PSA note, one email per recipient, the
     team chat message."""
     now = utcnow()
@@ -129,7 +130,6 @@ def delivery_values(handoff: Handoff, escalator: User) -> list[dict]:
                 "status": str(deliveries.DeliveryStatus.PENDING),
                 "attempts": 0, "next_attempt_at": now}
 
-    account = db.session.get(Account, handoff.account_id)
     rows = [row("assessment", "assessment")]
     if handoff.intent == "escalate" or account.psa_push_parks:
         rows.append(row("psa", "psa"))

@@ -1,23 +1,20 @@
 """The offline assessment: recognises common MSP problem areas in a case by rules, no network.
 
-The rules themselves (areas, causes, steps, error codes) are data in heuristic_rules.toml;
-this module checks them once at import and holds the engine that applies them.
+The rules themselves (areas, causes, steps, error codes) are data in heuristic_rules.toml,
+checked once at import by heuristic_rules.py; this module is the engine that applies them.
 """
 
 from __future__ import annotations
 
 import re
-import string
-import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from webapp.integrations.ai.base import Assessment, AssessmentProvider
+from webapp.integrations.ai.heuristic_rules import RULES_FILE, Area, Step, compile_ci, load_rules
 
 MODEL = "rules-v1"
-RULES_FILE = "heuristic_rules.toml"
 
 # Huge cases are cut before matching: the head of each field and the most
 # recent messages carry the signal, and the work stays bounded.
@@ -38,246 +35,6 @@ MAX_STEPS = 8
 STEPS_PER_AREA = (6, 2, 1)
 # Assistant messages often speculate, so what they mention counts for less.
 ASSISTANT_WEIGHT = 0.5
-# What a step's text may name in braces; _placeholders fills them from the case.
-PLACEHOLDERS = frozenset({"host", "ip", "port", "domain"})
-
-
-def _rx(pattern: str) -> re.Pattern:
-    return re.compile(pattern, re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Cause:
-    """A likely cause; hints are words in the case that make it more likely."""
-
-    name: str
-    text: str
-    hints: re.Pattern
-
-
-@dataclass(frozen=True)
-class Step:
-    """A next step; done matches how an engineer says it was already done."""
-
-    text: str
-    done: re.Pattern | None
-    # Positions of the area's causes this step checks (the rules name them), so the plan
-    # follows the ranked causes; none means a first look that fits every cause.
-    checks: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Area:
-    """A problem area: the words that point to it, its usual causes and its checks."""
-
-    key: str
-    label: str
-    signals: tuple[tuple[re.Pattern, float], ...]
-    causes: tuple[Cause, ...]
-    steps: tuple[Step, ...]
-
-
-@dataclass(frozen=True)
-class Rules:
-    """Everything the engine reads from the rules document, checked and compiled."""
-
-    areas: tuple[Area, ...]
-    generic_causes: tuple[str, ...]
-    generic_steps: tuple[Step, ...]
-    codes: dict[str, tuple[str, str]]  # error code -> (area key, meaning)
-    events: dict[str, tuple[str, str]]  # event ID -> (area key, meaning)
-    tried: tuple[tuple[str, re.Pattern], ...]  # (what the summary calls it, how it is said)
-
-
-class RulesError(ValueError):
-    """The rules document cannot be used; the message names the rule at fault."""
-
-    def __init__(self, problem: str) -> None:
-        super().__init__(f"heuristic rules: {problem}")
-
-
-def load_rules(source: str | Mapping[str, Any]) -> Rules:
-    """Check and compile a rules document (TOML text, or its tables already parsed).
-
-    Every problem is found here, naming the rule, so a bad edit fails the import rather
-    than some later assessment.
-    """
-    if isinstance(source, str):
-        try:
-            source = tomllib.loads(source)
-        except tomllib.TOMLDecodeError as error:
-            raise RulesError(f"not valid TOML: {error}") from None
-    doc = _table(source, "the document", ("areas", "generic", "codes", "events", "tried"))
-    areas = tuple(
-        _load_area(table, f"area {number}")
-        for number, table in enumerate(_items(doc["areas"], "areas"), 1)
-    )
-    keys = [area.key for area in areas]
-    _unique_names(keys, "areas", "area with key")
-
-    generic = _table(doc["generic"], "generic", ("causes", "steps"))
-    generic_causes = tuple(
-        _text(text, f"generic cause {number}")
-        for number, text in enumerate(_items(generic["causes"], "generic causes"), 1)
-    )
-    generic_steps = []
-    for number, table in enumerate(_items(generic["steps"], "generic steps"), 1):
-        where = f"generic step {number}"
-        step = _table(table, where, ("text",), optional=("done",))
-        done = _pattern(step["done"], f"{where}: done") if "done" in step else None
-        generic_steps.append(Step(_text(step["text"], f"{where}: text"), done))
-
-    tried = []
-    for number, table in enumerate(_items(doc["tried"], "tried"), 1):
-        action = _table(table, f"tried action {number}", ("label", "pattern"))
-        label = _text(action["label"], f"tried action {number}: label")
-        tried.append((label, _pattern(action["pattern"], f"tried action {label!r}: pattern")))
-    _unique_names([label for label, _ in tried], "tried", "action labelled")
-
-    return Rules(
-        areas=areas,
-        generic_causes=generic_causes,
-        generic_steps=tuple(generic_steps),
-        codes=_meanings(doc["codes"], "code", r"0x[0-9a-f]{8}", keys),
-        events=_meanings(doc["events"], "event", r"\d{1,5}", keys),
-        tried=tuple(tried),
-    )
-
-
-def _load_area(value: Any, where: str) -> Area:
-    table = _table(value, where, ("key", "label", "signals", "causes", "steps"))
-    key = _name(table["key"], f"{where}: key")
-    where = f"area {key!r}"
-
-    signals = []
-    for number, item in enumerate(_items(table["signals"], f"{where}: signals"), 1):
-        here = f"{where}, signal {number}"
-        signal = _table(item, here, ("pattern", "weight"))
-        weight = signal["weight"]
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-            raise RulesError(f"{here}: weight must be a positive number, not {weight!r}")
-        signals.append((_pattern(signal["pattern"], f"{here}: pattern"), weight))
-
-    causes = []
-    for number, item in enumerate(_items(table["causes"], f"{where}: causes"), 1):
-        cause = _table(item, f"{where}, cause {number}", ("name", "text", "hints"))
-        name = _name(cause["name"], f"{where}, cause {number}: name")
-        here = f"{where}, cause {name!r}"
-        causes.append(
-            Cause(
-                name=name,
-                text=_text(cause["text"], f"{here}: text"),
-                hints=_pattern(cause["hints"], f"{here}: hints"),
-            )
-        )
-    _unique_names([cause.name for cause in causes], where, "cause named")
-    position = {cause.name: index for index, cause in enumerate(causes)}
-
-    steps = []
-    for number, item in enumerate(_items(table["steps"], f"{where}: steps"), 1):
-        here = f"{where}, step {number}"
-        step = _table(item, here, ("text", "checks"), optional=("done",))
-        text = _text(step["text"], f"{here}: text")
-        _check_placeholders(text, here)
-        checks = step["checks"]
-        if not isinstance(checks, list):
-            raise RulesError(f"{here}: checks must be a list of cause names ([] for a first look)")
-        for name in checks:
-            if not isinstance(name, str) or name not in position:
-                raise RulesError(
-                    f"{here}: checks names unknown cause {name!r}; "
-                    f"the area's causes are {', '.join(position)}"
-                )
-        done = _pattern(step["done"], f"{here}: done") if "done" in step else None
-        steps.append(Step(text, done, tuple(position[name] for name in checks)))
-
-    return Area(
-        key=key,
-        label=_text(table["label"], f"{where}: label"),
-        signals=tuple(signals),
-        causes=tuple(causes),
-        steps=tuple(steps),
-    )
-
-
-def _table(
-    value: Any, where: str, required: tuple[str, ...], optional: tuple[str, ...] = ()
-) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise RulesError(f"{where}: must be a table, not {type(value).__name__}")
-    missing = [field for field in required if field not in value]
-    if missing:
-        raise RulesError(f"{where}: missing {', '.join(missing)}")
-    unknown = sorted(set(value) - set(required) - set(optional))
-    if unknown:
-        raise RulesError(f"{where}: unknown field {', '.join(unknown)}")
-    return value
-
-
-def _items(value: Any, where: str) -> list:
-    if not isinstance(value, list) or not value:
-        raise RulesError(f"{where}: must be a non-empty list")
-    return value
-
-
-def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", value):
-        raise RulesError(f"{where}: must be a lower-case name like wrong_dns_server, not {value!r}")
-    return value
-
-
-def _unique_names(names: list[str], where: str, what: str) -> None:
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise RulesError(f"{where}: more than one {what} {repeated[0]!r}")
-
-
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise RulesError(f"{where}: must be non-empty text")
-    # Long texts wrap over lines in the file; they read as one paragraph.
-    return " ".join(value.split())
-
-
-def _pattern(value: Any, where: str) -> re.Pattern:
-    # A list reads better than one long alternation: any of its patterns matches.
-    if isinstance(value, list) and value and all(isinstance(part, str) for part in value):
-        value = "|".join(value)
-    if not isinstance(value, str) or not value:
-        raise RulesError(f"{where}: must be a regular expression or a list of them")
-    try:
-        return _rx(value)
-    except re.error as error:
-        raise RulesError(f"{where}: not a valid regular expression: {error}") from None
-
-
-def _check_placeholders(text: str, where: str) -> None:
-    try:
-        fields = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
-    except ValueError as error:
-        raise RulesError(f"{where}: text has a stray brace: {error}") from None
-    unknown = sorted(fields - PLACEHOLDERS)
-    if unknown:
-        raise RulesError(
-            f"{where}: text names unknown placeholder {unknown[0]!r}; "
-            f"known are {', '.join(sorted(PLACEHOLDERS))}"
-        )
-
-
-def _meanings(value: Any, what: str, shape: str, areas: list[str]) -> dict[str, tuple[str, str]]:
-    if not isinstance(value, Mapping):
-        raise RulesError(f"{what}s: must be a table")
-    meanings: dict[str, tuple[str, str]] = {}
-    for key, item in value.items():
-        where = f"{what} {key}"
-        # Codes are matched in lower case and event IDs as digits: another shape never matches.
-        if not re.fullmatch(shape, key):
-            raise RulesError(f"{where}: must look like {shape}")
-        entry = _table(item, where, ("area", "meaning"))
-        if entry["area"] not in areas:
-            raise RulesError(f"{where}: names unknown area {entry['area']!r}")
-        meanings[key] = (entry["area"], _text(entry["meaning"], f"{where}: meaning"))
-    return meanings
 
 
 RULES = load_rules(resources.files(__package__).joinpath(RULES_FILE).read_text(encoding="utf-8"))
@@ -293,24 +50,25 @@ TRIED_ACTIONS = RULES.tried
 CODE_WEIGHT = 4.0
 EVENT_WEIGHT = 3.0
 
-_HEX_CODE = _rx(r"\b0x[0-9a-f]{8}\b")
-_EVENT_ID = _rx(r"\b(?:events?\s*(?:ids?|#)?|eventid|eid)\s*[:#]?\s*(\d{1,5})\b")
+_HEX_CODE = compile_ci(r"\b0x[0-9a-f]{8}\b")
+_EVENT_ID = compile_ci(r"\b(?:events?\s*(?:ids?|#)?|eventid|eid)\s*[:#]?\s*(\d{1,5})\b")
 # Security-log IDs are often quoted bare ("a flood of 4740s").
-_BARE_SECURITY_EVENT = _rx(r"\b(47\d\d|46\d\d)s?\b")
-_KB = _rx(r"\bkb\d{6,7}\b")
+_BARE_SECURITY_EVENT = compile_ci(r"\b(47\d\d|46\d\d)s?\b")
+_KB = compile_ci(r"\bkb\d{6,7}\b")
 _ERROR_NAME = re.compile(r"\b[A-Z][A-Z0-9]+(?:_[A-Z0-9]+){2,}\b")
-_SMTP_STATUS = _rx(r"(?<![\d.])([45]\.[1-7]\.\d{1,3})(?!\.?\d)")
+_SMTP_STATUS = compile_ci(r"(?<![\d.])([45]\.[1-7]\.\d{1,3})(?!\.?\d)")
 # Enhanced status codes only mean something when the case is about mail delivery.
-_MAIL_CONTEXT = _rx(r"ndr|bounc|undeliverable|smtp|delivery|reject|\b5[05]\d\b")
+_MAIL_CONTEXT = compile_ci(r"ndr|bounc|undeliverable|smtp|delivery|reject|\b5[05]\d\b")
 _IPV4 = re.compile(
     r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|"
     r"[1-9]?\d)(?!\.?\d)"
 )
-_PORT = _rx(r"\b(?:port|tcp|udp)\s*[:/]?\s*(\d{2,5})\b|\b(\d{2,5})/(?:tcp|udp)\b")
-_EMAIL_DOMAIN = _rx(r"[\w.+-]+@((?:[a-z0-9-]+\.)+[a-z]{2,24})\b")
-_FQDN = _rx(r"(?<![@\w.-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24})\b(?![.-]?\w)")
-_UNC_HOST = _rx(r"\\\\([a-z0-9][a-z0-9.-]*)\\")
-_NAMED_HOST = _rx(
+_PORT = compile_ci(r"\b(?:port|tcp|udp)\s*[:/]?\s*(\d{2,5})\b|\b(\d{2,5})/(?:tcp|udp)\b")
+_EMAIL_DOMAIN = compile_ci(r"[\w.+-]+@((?:[a-z0-9-]+\.)+[a-z]{2,24})\b")
+_FQDN = compile_ci(
+    r"(?<![@\w.-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24})\b(?![.-]?\w)")
+_UNC_HOST = compile_ci(r"\\\\([a-z0-9][a-z0-9.-]*)\\")
+_NAMED_HOST = compile_ci(
     r"\b(?:server|host|hostname|pc|computer|machine|laptop|workstation|dc|nas)\s+"
     r"(?:called\s+|named\s+)?([a-z][a-z0-9-]*\d[a-z0-9-]*)\b"
 )
@@ -332,7 +90,7 @@ _FILE_SUFFIXES = frozenset(
 )
 
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|[\r\n]+|;\s*")
-_TRIED = _rx(
+_TRIED = compile_ci(
     r"\b(?:tried|trying|already|attempted|did(?!n'?t|\s+not)|ran|re-?ran|rebooted|restarted|"
     r"re-?installed|flushed|cleared|reset|replaced|updated|removed|deleted|disabled|re-?enabled|"
     r"re-?created|"
@@ -340,7 +98,7 @@ _TRIED = _rx(
     r"renewed|released|repaired|recycled|power[- ]cycled|no luck|no change|no difference|"
     r"same (?:result|error)|didn'?t (?:help|work|fix)|did not (?:help|work|fix))\b"
 )
-_NOT_DONE = _rx(
+_NOT_DONE = compile_ci(
     r"\b(?:haven'?t|have not|hasn'?t|has not|not yet|didn'?t (?:try|get)|did not (?:try|get)|"
     r"won'?t|will|i'll|we'll|going to|plan(?:ning)? to|next|should (?:i|we)|could (?:i|we)|"
     r"can (?:i|we)|shall (?:i|we)|do (?:i|we) need|needs? to|please)\b"

@@ -265,43 +265,29 @@ class HttpPsaAdapter(PsaAdapter):
                 return outbound.send(self._http, method, url, deadline=self._deadline,
                                      max_bytes=self.max_response_bytes,
                                      timeout=self._timeout, **kwargs)
-            except outbound.PlainHttpRefused as exc:
-                raise PsaPermanent(f"{self.name}: the configured URL must use https") from exc
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise PsaPermanent(f"{self.name}: the configured URL cannot be used") from exc
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                    httpx.ProxyError) as exc:
-                if outbound.is_refusal(exc):   # a non-public address: no retry will do
-                    # Every member of the account reads the reason: no host or address in
-                    # it, or it would tell a tenant what internal names resolve to.
-                    raise PsaPermanent(
-                        f"{self.name}: refused to connect: the configured host is not a "
-                        "public address"
-                    ) from exc
-                # Nothing reached the PSA, so even a write is safe to repeat.
-                raise PsaRetryable(
-                    f"{self.name}: cannot connect ({type(exc).__name__})"
-                ) from exc
-            except outbound.DeadlineExceeded as exc:
-                what = "the write" if write else "the request"
-                reason = (f"{self.name}: no complete answer to {what} within "
-                          f"{self._deadline:g}s")
-                if write:
-                    raise PsaAmbiguous(reason + "; it may have been applied") from exc
-                raise PsaRetryable(reason) from exc
-            except outbound.ResponseTooLarge as exc:
-                reason = (f"{self.name}: answer larger than {self.max_response_bytes} "
-                          "bytes, not read")
-                if write:
-                    raise PsaAmbiguous(reason + "; the write may have been applied") from exc
-                raise PsaRetryable(reason) from exc
             except httpx.RequestError as exc:
-                if write:
-                    raise PsaAmbiguous(
-                        f"{self.name}: no answer to the write ({type(exc).__name__}); "
-                        "it may have been applied"
-                    ) from exc
-                raise PsaRetryable(f"{self.name}: no answer ({type(exc).__name__})") from exc
+                failure = outbound.unsent(exc, "the configured URL", "the configured host")
+                if failure is None:
+                    raise self._unanswered(exc, write) from exc
+                # nothing reached the PSA, so even a write is safe to repeat
+                raise (PsaPermanent if failure.permanent else PsaRetryable)(
+                    f"{self.name}: {failure.reason}") from exc
+
+    def _unanswered(self, exc: httpx.RequestError, write: bool) -> PsaError:
+        """The error for a request that may have reached the PSA: a write may be applied."""
+        if isinstance(exc, outbound.DeadlineExceeded):
+            what = "the write" if write else "the request"
+            reason = f"{self.name}: no complete answer to {what} within {self._deadline:g}s"
+            return PsaAmbiguous(reason + "; it may have been applied") if write \
+                else PsaRetryable(reason)
+        if isinstance(exc, outbound.ResponseTooLarge):
+            reason = f"{self.name}: answer larger than {self.max_response_bytes} bytes, not read"
+            return PsaAmbiguous(reason + "; the write may have been applied") if write \
+                else PsaRetryable(reason)
+        if write:
+            return PsaAmbiguous(f"{self.name}: no answer to the write ({type(exc).__name__}); "
+                                "it may have been applied")
+        return PsaRetryable(f"{self.name}: no answer ({type(exc).__name__})")
 
     def _check(
         self, response: httpx.Response, *, write: bool = False, ticket_id: Any = None
