@@ -36,7 +36,7 @@ def ensure_virtualenv() -> None:
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("installing dependencies (first run takes a few minutes) ...", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-e", f"{ROOT}[dev,ops,test]"], check=True, cwd=ROOT)
+                    "-e", f"{ROOT}[dev,ops,test,bench]"], check=True, cwd=ROOT)
     for old in VENV.glob(".installed-*"):
         old.unlink()
     stamp.touch()
