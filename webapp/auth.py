@@ -83,6 +83,7 @@ def _require(check: Callable[[User], bool], message: str):
             if not check(current_user()):
                 raise ApiError(403, "forbidden", message)
             return view(*args, **kwargs)
+        wrapper.role_rule = message   # the OpenAPI document's 403 (webapp/api/openapi.py)
         return wrapper
     return decorator
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Flask, current_app, jsonify
 from flask_smorest import Api
+from marshmallow import Schema, fields
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
@@ -57,10 +58,12 @@ def _first_message(details: Any, path: str = "") -> str:
     return f"{path}: {text}" if path else text
 
 
-def _webargs_details(messages: dict) -> Any:
-    # webargs nests messages by location; clients only care about the field names
+def _webargs_details(messages: dict) -> dict:
+    # webargs nests messages by location; clients only care about the field names. A message
+    # about the body as a whole (not JSON at all) is the body's, so details stay an object
     if len(messages) == 1:
-        return next(iter(messages.values()))
+        details = next(iter(messages.values()))
+        return details if isinstance(details, dict) else {"body": details}
     merged: dict = {}
     for value in messages.values():
         if isinstance(value, dict):
@@ -68,8 +71,37 @@ def _webargs_details(messages: dict) -> Any:
     return merged or messages
 
 
+class ErrorBodySchema(Schema):
+    code = fields.String(required=True, metadata={
+        "description": "stable and machine-readable: `validation_error`, `not_found`, ..."})
+    message = fields.String(required=True)
+    details = fields.Dict(metadata={
+        "description": "the messages per field, or what the code needs (`claimed_by`, "
+                       "`retry_after`)"})
+
+
+class ErrorSchema(Schema):
+    """The one error shape."""
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
 class ErrorShapeApi(Api):
-    """flask-smorest's Api, answering HTTP errors in the API's one shape."""
+    """flask-smorest's Api, answering HTTP errors in the API's one shape, and documenting
+    that shape as the answer of every error status each operation can give (see
+    webapp.api.openapi); no catch-all `default` response, so the document names them all."""
+
+    ERROR_SCHEMA = ErrorSchema
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def _init_spec(self, **kwargs):
+        from webapp.api.openapi import ErrorAnswers
+        kwargs["extra_plugins"] = [*(kwargs.get("extra_plugins") or ()),
+                                   ErrorAnswers(lambda: self._app)]
+        super()._init_spec(**kwargs)
+        from webapp.api.openapi import register_components
+        from webapp.api.schemas import no_nul_pattern
+        register_components(self.spec, self.ERROR_SCHEMA)
+        self.ma_plugin.converter.add_attribute_function(no_nul_pattern)
 
     def handle_http_exception(self, error: HTTPException):
         status = error.code or 500

@@ -33,6 +33,15 @@ def test_settings_round_trip_without_ever_returning_secrets(client, tenant, prov
         assert any(key.endswith("_set") and value for key, value in body["settings"].items())
 
 
+@pytest.mark.parametrize("value", [0, 1, 0.0, "false", "yes"])
+def test_push_parks_takes_only_a_json_boolean(client, tenant, value):
+    # 0.0 was taken for false: the document says `type: boolean`
+    response = put(client, tenant, {**CONNECTWISE, "push_parks": value})
+    assert response.status_code == 422, response.get_json()
+    assert "push_parks" in response.get_json()["error"]["details"]
+    assert put(client, tenant, {**CONNECTWISE, "push_parks": True}).get_json()["push_parks"]
+
+
 def test_secrets_are_encrypted_at_rest(app, client, tenant):
     assert put(client, tenant, CONNECTWISE).status_code == 200
     with app.app_context():

@@ -19,6 +19,14 @@ def test_malformed_json_is_400_bad_request(client, tenant):
     assert_error_shape(response, 400, "bad_request")
 
 
+def test_the_details_of_a_body_that_is_not_json_are_an_object_naming_the_body(client):
+    # they were a bare list, which the document's error shape (details: object) does not allow
+    response = client.post("/api/v1/auth/login", data="\x00",
+                           headers={"Content-Type": "application/json"})
+    assert_error_shape(response, 400, "bad_request")
+    assert response.get_json()["error"]["details"] == {"body": ["Invalid JSON body."]}
+
+
 def test_unknown_fields_are_422(client, tenant):
     response = client.post("/api/v1/auth/login",
                            json={"email": "a@b.example", "password": "x", "admin": True})

@@ -2,7 +2,7 @@
 import pytest
 
 from webapp.integrations import psa
-from webapp.integrations.psa.settings import Setting, names, union
+from webapp.integrations.psa.settings import Setting, names, required, union
 
 
 def test_a_name_shared_by_two_providers_must_mean_the_same_thing():
@@ -13,13 +13,20 @@ def test_a_name_shared_by_two_providers_must_mean_the_same_thing():
 
 def test_the_api_body_documents_every_declared_setting(client):
     spec = client.get("/api/v1/openapi.json").get_json()
-    body = spec["components"]["schemas"]["PsaSettings"]["properties"]
-    for provider, declared in psa.SETTINGS.items():
+    body = spec["paths"]["/api/v1/account/psa"]["put"]["requestBody"]["content"][
+        "application/json"]["schema"]
+    shapes = [spec["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]]
+              for ref in body["oneOf"]]
+    assert [shape["properties"]["provider"]["enum"] for shape in shapes] == [
+        [provider] for provider in psa.SETTINGS]
+    for shape, (provider, declared) in zip(shapes, psa.SETTINGS.items(), strict=True):
+        assert set(shape["properties"]) == {"provider", "push_parks",
+                                            *(setting.name for setting in declared)}, provider
+        assert set(shape["required"]) == {"provider", *required(declared)}, provider
+        assert shape["additionalProperties"] is False
         for setting in declared:
-            assert setting.name in body, (provider, setting.name)
             if setting.url:
-                assert body[setting.name]["format"] == "url"
-    assert body["provider"]["enum"] == list(psa.SETTINGS)
+                assert shape["properties"][setting.name]["format"] == "url"
 
 
 def test_storage_encrypts_exactly_the_declared_secrets(app):

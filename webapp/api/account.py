@@ -5,7 +5,7 @@ from marshmallow import Schema, ValidationError, validates_schema
 
 from webapp import auth
 from webapp.api.bodies import Blueprint
-from webapp.api.schemas import StrictSchema, fields, validate
+from webapp.api.schemas import StrictBoolean, StrictSchema, fields, validate
 from webapp.extensions import db
 from webapp.integrations import outbound, psa
 from webapp.integrations.psa.settings import Setting, required
@@ -24,16 +24,19 @@ def optional_text(max_len: int = 500):
     return fields.String(load_default=None, allow_none=True, validate=validate.Length(max=max_len))
 
 
-def _setting_field(setting: Setting) -> fields.Field:
+def _setting_field(setting: Setting, required: bool = False) -> fields.Field:
     """The body field of one declared PSA setting; whether it is required depends on the
-    provider, so the schema's validator checks that."""
+    provider, so the loading schema's validator checks that (`required` is for the
+    document's per-provider shapes)."""
     if setting.url:
-        return fields.Url(require_tld=False, schemes=("http", "https"),
-                          validate=validate.Length(max=setting.max_length))
+        return fields.Url(require_tld=False, schemes=("http", "https"), required=required,
+                          validate=validate.Length(max=setting.max_length), metadata={
+                              "description": "https and a public address, unless the "
+                                             "operator allows private addresses"})
     checks = [validate.Length(min=1, max=setting.max_length)]
     if setting.pattern:
         checks.append(validate.Regexp(setting.pattern))
-    return fields.String(validate=checks)
+    return fields.String(validate=checks, required=required)
 
 
 def _fields_of_the_provider(self, data, **_kwargs):
@@ -61,18 +64,33 @@ def _fields_of_the_provider(self, data, **_kwargs):
 PsaSettingsSchema = type(StrictSchema)("PsaSettingsSchema", (StrictSchema,), {
     "__doc__": "One of the provider shapes of API.md, chosen by `provider`.",
     "provider": fields.String(required=True, validate=validate.OneOf(tuple(psa.SETTINGS))),
-    "push_parks": fields.Boolean(load_default=None, allow_none=True),
+    "push_parks": StrictBoolean(load_default=None, allow_none=True),
     **{name: _setting_field(setting) for name, setting in psa.ALL_SETTINGS.items()},
     "fields_of_the_provider": validates_schema(_fields_of_the_provider),
 })
 
 
 class PsaViewSchema(Schema):
-    provider = fields.String()
-    settings = fields.Dict()
-    configured = fields.Boolean()
-    push_parks = fields.Boolean()
+    provider = fields.String(required=True, validate=validate.OneOf(tuple(psa.SETTINGS)))
+    settings = fields.Dict(required=True)
+    configured = fields.Boolean(required=True)
+    push_parks = fields.Boolean(required=True)
     problem = fields.String()
+
+
+def _provider_shape(provider: str) -> type[StrictSchema]:
+    """One provider's body as the OpenAPI document shows it: its own settings, the required
+    ones required, nothing else."""
+    return type(StrictSchema)(f"Psa{provider.title()}SettingsSchema", (StrictSchema,), {
+        "provider": fields.String(required=True, validate=validate.OneOf((provider,))),
+        "push_parks": StrictBoolean(allow_none=True),
+        **{setting.name: _setting_field(setting, setting.required)
+           for setting in psa.SETTINGS[provider]},
+    })
+
+
+PSA_BODY_DOC = {"required": True, "content": {"application/json": {"schema": {
+    "oneOf": [_provider_shape(provider) for provider in psa.SETTINGS]}}}}
 
 
 def _account() -> Account:
@@ -88,6 +106,7 @@ def get_psa():
 @bp.put("/account/psa")
 @auth.require_admin
 @bp.arguments(PsaSettingsSchema)
+@bp.doc(requestBody=PSA_BODY_DOC)
 @bp.response(200, PsaViewSchema)
 def put_psa(body):
     account = _account()
@@ -110,10 +129,29 @@ class ChatSettingsSchema(StrictSchema):
             raise ValidationError({"webhook_url": ["Not a setting of provider none."]})
 
 
+class ChatWebhookSchema(StrictSchema):
+    """The document's shape of a Teams or Slack channel."""
+    provider = fields.String(required=True, validate=validate.OneOf(
+        tuple(name for name in CHAT_PROVIDERS if name != "none")))
+    webhook_url = fields.String(required=True, validate=validate.Length(min=1, max=2000),
+                                metadata={"format": "url", "description": (
+                                    "the incoming webhook; https and a public address, "
+                                    "unless the operator allows private addresses")})
+
+
+class ChatOffSchema(StrictSchema):
+    """The document's shape of no chat channel."""
+    provider = fields.String(required=True, validate=validate.OneOf(("none",)))
+
+
+CHAT_BODY_DOC = {"required": True, "content": {"application/json": {"schema": {
+    "oneOf": [ChatWebhookSchema, ChatOffSchema]}}}}
+
+
 class ChatViewSchema(Schema):
-    provider = fields.String()
-    configured = fields.Boolean()
-    webhook_url_set = fields.Boolean()
+    provider = fields.String(required=True, validate=validate.OneOf(CHAT_PROVIDERS))
+    configured = fields.Boolean(required=True)
+    webhook_url_set = fields.Boolean(required=True)
 
 
 @bp.get("/account/chat")
@@ -125,6 +163,7 @@ def get_chat():
 @bp.put("/account/chat")
 @auth.require_admin
 @bp.arguments(ChatSettingsSchema)
+@bp.doc(requestBody=CHAT_BODY_DOC)
 @bp.response(200, ChatViewSchema)
 def put_chat(body):
     account = _account()
@@ -141,8 +180,8 @@ class EscalationPolicySchema(StrictSchema):
 
 
 class EscalationPolicyViewSchema(Schema):
-    remind_after_minutes = fields.Integer()
-    remind_roles = fields.List(fields.String())
+    remind_after_minutes = fields.Integer(required=True)
+    remind_roles = fields.List(fields.String(), required=True)
 
 
 @bp.get("/account/escalation-policy")

@@ -23,10 +23,10 @@ class LoginSchema(StrictSchema):
 
 
 class TokenSchema(Schema):
-    access_token = fields.String()
-    token_type = fields.String()
-    expires_in = fields.Integer()
-    user = fields.Nested(UserSchema)
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True, validate=validate.OneOf(("Bearer",)))
+    expires_in = fields.Integer(required=True)
+    user = fields.Nested(UserSchema, required=True)
 
 
 # Count one attempt on each budget, each key getting its window when it is new; returns
@@ -96,6 +96,9 @@ def _give_back(names: list[str]) -> None:
 @bp.post("/auth/login")
 @bp.arguments(LoginSchema)
 @bp.response(200, TokenSchema)
+@bp.refuses(401, "`unauthorized`: invalid email or password")
+@bp.refuses(429, "`rate_limited`: too many failed logins (per email, per address, in all), "
+                 "or too many password checks at once; try again after `Retry-After`")
 def login(body):
     counted = _count_attempt(body["email"])
     user = db.session.execute(db.select(User).where(

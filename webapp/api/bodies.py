@@ -83,6 +83,13 @@ class Blueprint(SmorestBlueprint):
 
     ARGUMENTS_PARSER = BoundedJsonParser()
 
+    def refuses(self, status: int, description: str):
+        """Document an error answer that only the view's service knows it may give (a
+        conflict, a refusal by ownership), in the one error shape; the answers that follow
+        from the route's shape are derived (webapp.api.openapi)."""
+        from webapp.errors import ErrorSchema
+        return self.alt_response(status, schema=ErrorSchema, description=description)
+
 
 def guard_request() -> None:
     """Before anything reads it: a body declared larger than MAX_CONTENT_LENGTH is 413 at

@@ -3,15 +3,15 @@ from marshmallow import Schema
 
 from webapp import auth
 from webapp.api.bodies import Blueprint
-from webapp.api.schemas import NotBlank, StrictSchema, fields, validate
-from webapp.models.sessions import MESSAGE_ROLES
+from webapp.api.schemas import StrictSchema, fields, not_blank_text, validate
+from webapp.models.sessions import MESSAGE_ROLES, SESSION_STATUSES
 from webapp.services import sessions
 
 bp = Blueprint("ai_sessions", __name__, description="AI troubleshooting sessions")
 
 
 class SessionCreateSchema(StrictSchema):
-    title = fields.String(required=True, validate=[validate.Length(min=1, max=200), NotBlank()])
+    title = not_blank_text(1, 200, required=True)
     problem = fields.String(load_default="", validate=validate.Length(max=20000))
     psa_ticket_id = fields.String(load_default=None, allow_none=True,
                                   validate=validate.Regexp(r"^[A-Za-z0-9_.\-]{1,64}$"))
@@ -20,30 +20,29 @@ class SessionCreateSchema(StrictSchema):
 
 
 class SessionSchema(Schema):
-    id = fields.Integer()
-    account_id = fields.Integer()
-    owner_id = fields.Integer()
-    title = fields.String()
-    problem = fields.String()
-    status = fields.String()
-    psa_ticket_id = fields.String(allow_none=True)
-    client_name = fields.String(allow_none=True)
-    created_at = fields.DateTime()
-    updated_at = fields.DateTime()
+    id = fields.Integer(required=True)
+    account_id = fields.Integer(required=True)
+    owner_id = fields.Integer(required=True)
+    title = fields.String(required=True)
+    problem = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(SESSION_STATUSES))
+    psa_ticket_id = fields.String(required=True, allow_none=True)
+    client_name = fields.String(required=True, allow_none=True)
+    created_at = fields.DateTime(required=True)
+    updated_at = fields.DateTime(required=True)
 
 
 class MessageCreateSchema(StrictSchema):
     role = fields.String(required=True, validate=validate.OneOf(MESSAGE_ROLES))
-    content = fields.String(required=True,
-                            validate=[validate.Length(min=1, max=20000), NotBlank()])
+    content = not_blank_text(1, 20000, required=True)
 
 
 class MessageSchema(Schema):
-    id = fields.Integer()
-    session_id = fields.Integer()
-    role = fields.String()
-    content = fields.String()
-    created_at = fields.DateTime()
+    id = fields.Integer(required=True)
+    session_id = fields.Integer(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(MESSAGE_ROLES))
+    content = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
 
 
 @bp.post("/ai-sessions")
@@ -63,5 +62,8 @@ def get_session(session_id: int):
 @bp.post("/ai-sessions/<int:session_id>/messages")
 @bp.arguments(MessageCreateSchema)
 @bp.response(201, MessageSchema)
+@bp.refuses(403, "`forbidden`: only the session's owner may add to its transcript")
+@bp.refuses(409, "`session_full`: the transcript is at SESSION_MAX_MESSAGES or "
+                 "SESSION_MAX_CHARACTERS")
 def add_message(body, session_id: int):
     return sessions.add_message(auth.current_user(), session_id, body["role"], body["content"])
