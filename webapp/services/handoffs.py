@@ -33,13 +33,14 @@ def take_snapshot(session: AiSession) -> dict:
     transcript is copied from its newest end, within SNAPSHOT_MAX_MESSAGES and
     SNAPSHOT_MAX_CHARACTERS; `message_count` counts them all."""
     config = current_app.config
-    total = db.session.scalar(db.select(func.count(SessionMessage.id)).where(
-        SessionMessage.session_id == session.id))
+    # the newest messages and the count of them all: one statement (the window counts
+    # every row the WHERE keeps, before the LIMIT)
     newest = db.session.execute(db.select(
         SessionMessage.id, SessionMessage.role, SessionMessage.content,
-        SessionMessage.created_at,
+        SessionMessage.created_at, func.count().over().label("total"),
     ).where(SessionMessage.session_id == session.id).order_by(SessionMessage.id.desc())
-        .limit(config["SNAPSHOT_MAX_MESSAGES"]))
+        .limit(config["SNAPSHOT_MAX_MESSAGES"])).all()
+    total = newest[0].total if newest else 0
     messages, characters = [], 0
     for m in newest:
         characters += len(m.content)
