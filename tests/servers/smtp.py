@@ -45,6 +45,8 @@ class RecordingHandler:
         self.stall_rcpt_seconds = 0.0   # hold each RCPT this long before answering
         self.rcpt_calls = 0
         self.refuse_addresses: set[str] = set()  # answer 550 for these, always
+        self.refusing: str | None = None  # while set, answer it (a 4xx) to every RCPT
+        self.refused: list[str] = []      # the addresses `refusing` turned away
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         self.rcpt_calls += 1
@@ -52,6 +54,10 @@ class RecordingHandler:
             await asyncio.sleep(self.stall_rcpt_seconds)
         if address.lower() in self.refuse_addresses:
             return "550 5.1.1 Mailbox unavailable"
+        if self.refusing:
+            with self.lock:
+                self.refused.append(address.lower())
+            return self.refusing
         if self.refuse_next > 0 and self.refuse_next_only in address.lower():
             self.refuse_next -= 1
             return self.refuse_code
@@ -104,3 +110,6 @@ class SmtpServer:
         self.handler.stall_rcpt_seconds = 0.0
         self.handler.rcpt_calls = 0
         self.handler.refuse_addresses = set()
+        self.handler.refusing = None
+        with self.handler.lock:
+            self.handler.refused.clear()
