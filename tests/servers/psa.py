@@ -186,6 +186,11 @@ class PsaServer:
         with self._lock:
             self._faults.append(fault)
 
+    def clear_faults(self) -> None:
+        """Forget every fault not yet used up: the PSA is healthy again."""
+        with self._lock:
+            self._faults.clear()
+
     def add_ticket(self, ticket_id: str) -> None:
         """Make a ticket exist."""
         with self._lock:
