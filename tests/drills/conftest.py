@@ -89,9 +89,9 @@ class Rig:
         self.webs.append(web)
         return web.start()
 
-    def worker(self, wait: bool = True) -> WorkerProcess:
+    def worker(self, wait: bool = True, concurrency: int = 4) -> WorkerProcess:
         worker = WorkerProcess(dict(self.env), self.log("worker", len(self.workers)),
-                               queue=self.queue)
+                               concurrency=concurrency, queue=self.queue)
         self.workers.append(worker)
         worker.start()
         if wait:
@@ -467,13 +467,15 @@ def format_counts(counts: dict) -> str:
     return line
 
 
-def settle(counts: Callable[[], dict], expected: Callable[[], dict],
+def settle(counts: Callable[[], dict], expected: Callable[[dict], dict],
            timeout: float) -> tuple[dict, dict]:
-    """Read the counts until they are what is expected or `timeout` has passed: (counts,
-    expected) as last read either way (the drill's assertion says which)."""
+    """Read the counts until they are what is expected (of them: `expected(counts)`) or
+    `timeout` has passed: (counts, expected) as last read either way (the drill's assertion
+    says which)."""
     deadline = time.monotonic() + timeout
     while True:
-        found, wanted = counts(), expected()
+        found = counts()
+        wanted = expected(found)
         if found == wanted or time.monotonic() > deadline:
             return found, wanted
         time.sleep(0.25)

@@ -64,7 +64,7 @@ def test_psa_answering_429_then_5xx_then_healthy_gets_one_note_per_ticket(
         found["posts"] = escalator.statuses()
         return found
 
-    def expected():
+    def expected(_found):
         wanted = expected_counts(ESCALATIONS, recipients, notes=True)
         wanted["posts"] = {what: {201: ESCALATIONS} for what in ("handoff", "message", "session")}
         return wanted

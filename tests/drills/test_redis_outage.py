@@ -67,7 +67,7 @@ def test_redis_stopped_for_20_seconds_loses_and_doubles_nothing(
                                 recipients=recipients, psa=psa_server, chat=chat,
                                 listeners=(steady, reconnecting), redis_url=url)
 
-        def expected():
+        def expected(_found):
             return expected_counts(len(escalator.created), recipients, notes=True,
                                    chat=True, listeners=(steady, reconnecting),
                                    published=len(published_ids(url, tenant.account_id)))

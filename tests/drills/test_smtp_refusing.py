@@ -49,7 +49,7 @@ def test_smtp_refusing_with_4xx_then_accepting_sends_every_email_once(
         found["posts"] = escalator.statuses()
         return found
 
-    def expected():
+    def expected(_found):
         wanted = expected_counts(6, recipients)
         wanted["posts"] = {what: {201: 6} for what in ("handoff", "message", "session")}
         return wanted
