@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,6 +12,7 @@ from enum import StrEnum
 
 from flask import current_app
 from sqlalchemy import and_, case, func, or_
+from sqlalchemy.exc import OperationalError
 
 from webapp import logs, metrics
 from webapp.extensions import db
@@ -265,6 +267,9 @@ class Heartbeat:
                 self.lease = renewed
 
 
+SETTLE_RETRY_SECONDS = 0.5
+
+
 def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
             **values) -> None:
     """Record the outcome, only if this claim still holds the row: a worker that outlived its
@@ -272,13 +277,26 @@ def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
     lease = heartbeat.stop()
     sources_of(status, S.SENDING)
     table = Delivery.__table__
-    result = db.session.execute(db.update(table).where(
-        table.c.id == delivery_id, table.c.status == S.SENDING,
-        table.c.lease_expires_at == lease).values(
-        status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
-        .returning(table.c.channel))
-    channel = result.scalar_one_or_none()
-    db.session.commit()
+    while True:
+        try:
+            result = db.session.execute(db.update(table).where(
+                table.c.id == delivery_id, table.c.status == S.SENDING,
+                table.c.lease_expires_at == lease).values(
+                status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
+                .returning(table.c.channel))
+            channel = result.scalar_one_or_none()
+            db.session.commit()
+            break
+        except OperationalError:
+            # the side effect is done but the database went away: keep trying while the
+            # lease is ours, or the row would be retaken and the email sent again (the
+            # conditional UPDATE stays safe: a row retaken meanwhile is not overwritten)
+            db.session.rollback()
+            if utcnow() + timedelta(seconds=SETTLE_RETRY_SECONDS) >= lease:
+                raise
+            log.warning("could not record delivery outcome %s yet: the database is away; "
+                        "retrying while the lease holds", status)
+            time.sleep(SETTLE_RETRY_SECONDS)
     if channel is not None:
         metrics.delivery_settled(channel, status)
     if result.rowcount != 1:
