@@ -142,6 +142,16 @@ def drill_redis(tmp_path):
 
 
 @pytest.fixture
+def drill_postgres(tmp_path):
+    """A PostgreSQL cluster of the drill's own, which it may stop and start (request it
+    before `rig`, so the processes are stopped while it still answers)."""
+    from tests.servers.postgres_server import PostgresServer
+    server = PostgresServer(tmp_path / "postgres")
+    yield server
+    server.remove()
+
+
+@pytest.fixture
 def drill_smtp():
     """An SMTP server of the drill's own, on its own port."""
     server = SmtpServer().start()
@@ -161,11 +171,35 @@ class Escalator:
         self.answers: list[tuple[str, int]] = []      # (what, status) of every POST
         self.created: list[int] = []                  # handoffs answered 201
         self.refused_sessions: list[int] = []         # sessions whose handoff was not 201
+        self.prepared: list[int] = []                 # sessions made ahead, to hand off
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def prepare(self, count: int) -> None:
+        """Make `count` sessions now, so that `one` only POSTs their handoffs later."""
+        with httpx.Client(base_url=self.base_url, timeout=15) as http:
+            for _ in range(count):
+                session_id = self._session(http)
+                assert session_id is not None, self.answers[-1]
+                self.prepared.append(session_id)
+        self.answers.clear()
+
     def one(self, http: httpx.Client) -> int | None:
-        """One escalation: session, a message, handoff; the handoff's id if it was 201."""
+        """One escalation: session, a message (or a prepared session), handoff; the
+        handoff's id if it was 201."""
+        session_id = self.prepared.pop(0) if self.prepared else self._session(http)
+        if session_id is None:
+            return None
+        handoff = self._post(http, "handoff", f"/api/v1/ai-sessions/{session_id}/handoff",
+                             self.tenant.headers("engineer"),
+                             {"intent": "escalate", "note": "Need Exchange rights"})
+        if handoff is None:
+            self.refused_sessions.append(session_id)
+            return None
+        self.created.append(handoff["id"])
+        return handoff["id"]
+
+    def _session(self, http: httpx.Client) -> int | None:
         ticket = str(next(self.tickets))
         if self.psa is not None:
             self.psa.add_ticket(ticket)
@@ -179,13 +213,7 @@ class Escalator:
         if self._post(http, "message", f"/api/v1/ai-sessions/{session_id}/messages", headers,
                       {"role": "engineer", "content": "Restarted the transport service"}) is None:
             return None
-        handoff = self._post(http, "handoff", f"/api/v1/ai-sessions/{session_id}/handoff",
-                             headers, {"intent": "escalate", "note": "Need Exchange rights"})
-        if handoff is None:
-            self.refused_sessions.append(session_id)
-            return None
-        self.created.append(handoff["id"])
-        return handoff["id"]
+        return session_id
 
     def _post(self, http: httpx.Client, what: str, path: str, headers: dict,
               body: dict) -> dict | None:
