@@ -173,13 +173,15 @@ def start_gunicorn(env: dict[str, str]) -> tuple[Process, str]:
 
 
 def start_worker(env: dict[str, str], redis_url: str, concurrency: int | None = None,
-                 loglevel: str = "INFO") -> Process:
+                 loglevel: str = "INFO", name: str = "celery-worker",
+                 queues: str | None = None) -> Process:
     """The Procfile's worker: `celery -A wsgi:celery_app worker --pool=threads`, with the
     Procfile's default concurrency (4) unless given; returns once it runs tasks."""
-    argv = [str(BIN / "celery"), "-A", "wsgi:celery_app", "worker", f"--loglevel={loglevel}",
+    argv = [str(BIN / "celery"), "--quiet", "-A", "wsgi:celery_app", "worker",
+            f"--loglevel={loglevel}",
             f"--concurrency={concurrency or int(env.get('WORKER_CONCURRENCY', '4'))}",
-            "--pool=threads"]
-    worker = Process("celery-worker", argv, env)
+            "--pool=threads", "-n", f"{name}@%h", *(["-Q", queues] if queues else [])]
+    worker = Process(name, argv, env)
     from celery import Celery
     r = redis_lib.Redis.from_url(redis_url)
     r.delete("esc:worker:heartbeat")
@@ -196,6 +198,14 @@ def start_worker(env: dict[str, str], redis_url: str, concurrency: int | None = 
         time.sleep(0.1)
     worker.stop()
     raise RuntimeError(f"the worker did not start; see {worker.log_path}")
+
+
+def start_beat(env: dict[str, str]) -> Process:
+    """The Procfile's beat: `celery -A wsgi:celery_app beat`, its schedule file in the logs."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    return Process("celery-beat", [str(BIN / "celery"), "--quiet", "-A", "wsgi:celery_app",
+                                   "beat", "--loglevel=WARNING",
+                                   f"--schedule={LOG_DIR / 'celery-beat.schedule'}"], env)
 
 
 def children_of(pid: int) -> list[int]:
