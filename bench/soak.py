@@ -130,12 +130,15 @@ def open_fds(pids: list[int]) -> int:
     return total
 
 
-def redis_own_mb(r: redis_lib.Redis) -> float:
-    """What the keys of the bench's own logical db take (MEMORY USAGE of each)."""
-    total = 0
+def redis_own(r: redis_lib.Redis) -> tuple[float, int]:
+    """What the keys of the bench's own logical db take (MB, MEMORY USAGE of each), and the
+    events held in replay streams (bounded by SSE_REPLAY_MAXLEN per account)."""
+    total, events = 0, 0
     for name in r.scan_iter(count=1000):
         total += r.memory_usage(name) or 0
-    return round(total / 2**20, 2)
+        if r.type(name) == b"stream":
+            events += r.xlen(name)
+    return round(total / 2**20, 2), events
 
 
 class Load:
@@ -281,6 +284,7 @@ def main() -> int:
                     connections = conn.execute(CONNECTIONS).scalar_one()
                     oldest = conn.execute(OLDEST_DUE).first()
                 web_pids = tree(web.pid)
+                own_mb, replay_events = redis_own(r)
                 role_pids = {role: tree(worker.pid) for role, worker in workers.items()}
                 answers = load.since(since) if minute else []
                 latencies = [latency for _at, _status, latency, _h in answers]
@@ -292,7 +296,7 @@ def main() -> int:
                     "postgres_connections": connections,
                     "redis_used_memory_mb": round(
                         r.info("memory")["used_memory"] / 2**20, 2),
-                    "redis_bench_db_mb": redis_own_mb(r),
+                    "redis_bench_db_mb": own_mb, "replay_events": replay_events,
                     "web_fds": open_fds(web_pids),
                     **{f"{role}_fds": open_fds(pids) for role, pids in role_pids.items()},
                     "oldest_due_delivery_s": round(float(oldest.age), 1) if oldest else 0.0,

@@ -106,6 +106,7 @@ def fresh_token(app, tenant, role: str) -> str:
     return token
 
 
+@pytest.mark.timeout(120 + 2 * FUZZ_EXAMPLES)   # about half a second per example and mode
 def test_every_answer_is_documented_and_no_request_makes_a_5xx(api_schema, fuzz_app, tenant,
                                                                objects, cursor):
     started = time.monotonic()
