@@ -47,11 +47,12 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def run_all(quick: bool, only: set[str]) -> None:
+def run_all(quick: bool, only: set[str], profile: str | None) -> None:
     inserts = ["--inserts", "2000" if quick else "5000", "--insert-warmup", "500"]
     if "create" in only:   # the web process alone, 50 closed-loop clients: its maximum rate
         bench("create_bench.py", "--no-worker", "--total", "500" if quick else "2000",
-              "--warmup", "100" if quick else "200", *inserts, "--name", "run_create")
+              "--warmup", "100" if quick else "200", *inserts, "--name", "run_create",
+              *(["--profile", f"{profile}/create"] if profile else []))
     if "paced" in only:    # latency against offered rate, at shares of that maximum
         maximum = (load("run_create") or {}).get("escalations", {}).get("throughput_per_s")
         if not maximum:
@@ -63,7 +64,8 @@ def run_all(quick: bool, only: set[str]) -> None:
                   "--insert-warmup", "200", "--name", f"run_paced_{int(share * 100)}")
     if "pipeline" in only:
         bench("pipeline_bench.py", "--rate", "100", "--seconds", "15" if quick else "60",
-              "--name", "run_pipeline")
+              "--name", "run_pipeline",
+              *(["--profile", f"{profile}/pipeline"] if profile else []))
     if "fanout" in only:
         bench("email_fanout_bench.py", "--rounds", "3" if quick else "5", "--name",
               "run_fanout")
@@ -194,11 +196,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default=",".join(STEPS),
                         help=f"comma-separated steps of {', '.join(STEPS)}")
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="py-spy profiles of the web and worker during the create and "
+                             "pipeline runs, into DIR/create and DIR/pipeline")
     parser.add_argument("--summary-only", action="store_true",
                         help="rebuild the summary, plot and table from the results on disk")
     args = parser.parse_args()
     if not args.summary_only:
-        run_all(args.quick, set(args.only.split(",")))
+        run_all(args.quick, set(args.only.split(",")), args.profile)
     rows = summarise()
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (RESULTS / "summary.json").write_text(json.dumps({"when": when, "rows": rows}, indent=2)
