@@ -4,6 +4,7 @@
     python3 bin/dev.py run     # Postgres, Redis, web, worker, beat, mail catcher, demo data
     python3 bin/dev.py test    # the whole suite on Redis, then the pipeline tests on RabbitMQ
     python3 bin/dev.py test ARGS...   # one pass, pytest ARGS, on TEST_BROKER (default redis)
+    python3 bin/dev.py drills  # the fault drills (-m drills), which `test` leaves out
 
 Standard library only: this is what a fresh machine with Python 3.11 runs first.
 """
@@ -83,7 +84,7 @@ def run_test_passes(pytest: list[str]) -> int:
     (CI=true) a RabbitMQ that cannot be reached fails the run; elsewhere the second pass is
     skipped with a note."""
     print("== pass 1 of 2: the whole suite, Redis broker", flush=True)
-    first = run_pass(pytest, TEST_BROKER="redis")
+    first = run_pass([*pytest, "-m", "not drills"], TEST_BROKER="redis")
     if first == 2:   # interrupted
         return first
     url = os.environ.get("TEST_RABBITMQ_URL") or RABBITMQ_URL
@@ -109,12 +110,14 @@ def run_test_passes(pytest: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test"):
+    if not argv or argv[0] not in ("run", "test", "drills"):
         print(__doc__)
         return 2
     ensure_virtualenv()
     os.chdir(ROOT)
-    if argv[0] == "test":
+    if argv[0] == "drills":   # set up as for `test`; the drills start their own servers
+        command = [str(PYTHON), "-m", "pytest", "-m", "drills", *argv[1:]]
+    elif argv[0] == "test":
         ensure_browser()
         if len(argv) == 1:
             return run_test_passes([str(PYTHON), "-m", "pytest"])
