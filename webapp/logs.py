@@ -112,6 +112,16 @@ def configure(log_format: str = "json", level: str = "INFO") -> None:
     handler.setFormatter(formatter(log_format))
     root.setLevel(level)
     logging.captureWarnings(True)   # warnings too, as lines of the same shape
+    sys.excepthook = log_uncaught   # and an exception nothing caught (beat stopped mid-send)
+
+
+def log_uncaught(kind, error, traceback) -> None:
+    """An exception that ends the process, as one log line rather than a bare traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    logging.getLogger("escalations").critical("uncaught %s: %s", kind.__name__, error,
+                                              exc_info=(kind, error, traceback))
 
 
 def gunicorn_logconfig(log_format: str, level: str = "INFO") -> dict:
