@@ -426,6 +426,18 @@ def seed_account(env: dict[str, str], seniors: int, sessions_per_senior: int = 0
     return {"account_id": account_id, "users": users}
 
 
+def seed_tickets(database_url: str, account_id: int) -> list[str]:
+    """ConnectWise tickets are numbers: each session gets its own (100000 + its id)."""
+    engine = create_engine(psycopg2_url(database_url))
+    try:
+        with engine.begin() as conn:
+            return [str(t) for t in conn.execute(text(
+                "UPDATE ai_sessions SET psa_ticket_id = (100000 + id)::text"
+                " WHERE account_id = :a RETURNING psa_ticket_id"), {"a": account_id}).scalars()]
+    finally:
+        engine.dispose()
+
+
 def delivery_counts(database_url: str) -> dict:
     engine = create_engine(psycopg2_url(database_url))
     try:

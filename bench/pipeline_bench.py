@@ -44,6 +44,7 @@ from harness import (  # noqa: E402
     machine,
     redis_db,
     seed_account,
+    seed_tickets,
     start_beat,
     start_gunicorn,
     start_worker,
@@ -69,21 +70,6 @@ class StampedPsa(PsaServer):
         stored = super()._store(ticket_id, note)
         self.written.append((time.time(), str(ticket_id)))
         return stored
-
-
-def number_tickets(env: dict[str, str], account_id: int) -> list[str]:
-    """ConnectWise ticket ids are numbers: each seeded session gets its own id as its ticket."""
-    from sqlalchemy import create_engine, text
-
-    from webapp.config import psycopg2_url
-    engine = create_engine(psycopg2_url(env["DATABASE_URL"]))
-    try:
-        with engine.begin() as conn:
-            return [str(t) for t in conn.execute(text(
-                "UPDATE ai_sessions SET psa_ticket_id = (100000 + id)::text"
-                " WHERE account_id = :a RETURNING psa_ticket_id"), {"a": account_id}).scalars()]
-    finally:
-        engine.dispose()
 
 
 def offer(base_url: str, account: dict, clients: int, rate: float, seconds: float) -> dict:
@@ -176,7 +162,7 @@ def main() -> None:
         try:
             per_senior = math.ceil(total / args.seniors) + 1
             account = seed_account(env, args.seniors, per_senior)
-            tickets = number_tickets(env, account["account_id"])
+            tickets = seed_tickets(env["DATABASE_URL"], account["account_id"])
             psa = StampedPsa(tickets=tuple(tickets)).start()
             web, base_url = start_gunicorn(env)
             processes.append(web)

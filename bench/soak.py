@@ -60,6 +60,7 @@ from harness import (  # noqa: E402
     percentile,
     redis_db,
     seed_account,
+    seed_tickets,
     start_beat,
     start_gunicorn,
     start_worker,
@@ -217,18 +218,6 @@ def start_role(env: dict[str, str], role: str) -> Process:
         str(BIN / "celery"), "--quiet", "-A", "wsgi:celery_app", "worker", "--loglevel=WARNING",
         "-Q", queue, "-n", f"{queue}@%h", f"--concurrency={concurrency}", "--pool=threads"],
         env)
-
-
-def seed_tickets(database_url: str, account_id: int) -> list[str]:
-    """ConnectWise tickets are numbers: each session gets its own (100000 + its id)."""
-    engine = create_engine(psycopg2_url(database_url), poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            return [str(t) for t in conn.execute(text(
-                "UPDATE ai_sessions SET psa_ticket_id = (100000 + id)::text"
-                " WHERE account_id = :a RETURNING psa_ticket_id"), {"a": account_id}).scalars()]
-    finally:
-        engine.dispose()
 
 
 def main() -> int:
