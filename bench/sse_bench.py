@@ -5,8 +5,11 @@
 2. Idle subscribers: M streams held open by the one web process (spread over A accounts);
    the worker process's RSS per subscriber; then one escalation per account, and how long
    each subscriber waits for it (target: all within 1 s).
+3. A reconnect storm, as after a deploy: S clients, each its own user, open their streams at
+   the same moment; how long each waits for `ready`, and what any that got none was answered
+   (target: all `ready` within 10 s, none 503).
 
-    .venv/bin/python bench/sse_bench.py --posts 200 --subscribers 2000 --accounts 10
+    .venv/bin/python bench/sse_bench.py --posts 200 --subscribers 2000 --accounts 10 --storm 2000
 
 Uses DATABASE_URL / REDIS_URL when set (else embedded servers), a fresh database and a free
 Redis logical database of its own; prints the figures and writes bench/results/sse.json.
@@ -64,8 +67,10 @@ def summary_ms(values: list[float]) -> dict:
 # ---- the world: a database, a Redis db, accounts, one gunicorn --------------------------------
 
 
-def make_accounts(env: dict[str, str], count: int) -> list[dict]:
-    """Accounts each with an engineer (who posts and streams), in a migrated database."""
+def make_accounts(env: dict[str, str], count: int, extra_users: int = 0) -> list[dict]:
+    """Accounts each with an engineer (who posts and streams), in a migrated database; and
+    `extra_users` more engineers spread over them, each with a token of their own (the
+    storm's clients), in account["storm_headers"]."""
     from webapp import create_app
     from webapp.auth import hash_password, issue_token
     from webapp.config import Config
@@ -85,8 +90,17 @@ def make_accounts(env: dict[str, str], count: int) -> list[dict]:
             db.session.add(user)
             db.session.flush()
             token, _ = issue_token(user)
-            accounts.append({"account_id": account.id,
+            accounts.append({"account_id": account.id, "storm_headers": [],
                              "headers": {"Authorization": f"Bearer {token}"}})
+        for number in range(extra_users):
+            account = accounts[number % count]
+            user = User(account_id=account["account_id"], name=f"Storm {number}",
+                        email=f"storm-{number}@{account['account_id']}.bench",
+                        role="engineer", password_hash=password_hash)
+            db.session.add(user)
+            db.session.flush()
+            token, _ = issue_token(user)
+            account["storm_headers"].append({"Authorization": f"Bearer {token}"})
         db.session.commit()
         db.session.remove()
         db.engine.dispose()
@@ -259,14 +273,77 @@ async def hold_subscribers(server: Gunicorn, accounts: list[dict], count: int,
             "arrival_after_post_started_ms": summary_ms(from_start) if from_start else None}
 
 
+# ---- 3. a reconnect storm ---------------------------------------------------------------------
+
+async def reconnect_storm(server: Gunicorn, accounts: list[dict], wait_s: float = 30.0) -> dict:
+    """Every storm client connects and sends its request at once (no client-side limit); each
+    records its status line and when `ready` arrived, or what it got instead."""
+    host, port = "127.0.0.1", server.port
+    clients = [headers for account in accounts for headers in account["storm_headers"]]
+    gate = asyncio.Event()
+    outcomes: list[tuple[str, float | None]] = []   # (status or failure, seconds to ready)
+    writers = []
+
+    async def open_stream(headers: dict) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as error:
+            outcomes.append((f"connect {type(error).__name__}", None))
+            return
+        writers.append(writer)
+        request = [f"GET {STREAM_PATH} HTTP/1.1", f"Host: {host}:{port}",
+                   *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+        await gate.wait()
+        started = time.perf_counter()
+        writer.write("\r\n".join(request).encode())
+        buffer = b""
+        try:
+            while b"event:ready" not in buffer:
+                chunk = await asyncio.wait_for(reader.read(65536), wait_s)
+                if not chunk:
+                    break
+                buffer += chunk
+        except (TimeoutError, OSError) as error:
+            outcomes.append((f"no ready: {type(error).__name__}", None))
+            return
+        if b"event:ready" in buffer:
+            outcomes.append(("200", time.perf_counter() - started))
+        else:
+            status = buffer.split(b"\r\n", 1)[0].decode(errors="replace").split(" ")
+            outcomes.append((status[1] if len(status) > 1 else "closed", None))
+
+    tasks = [asyncio.create_task(open_stream(headers)) for headers in clients]
+    await asyncio.sleep(0)
+    while len(writers) + len(outcomes) < len(clients):   # every connection open first
+        await asyncio.sleep(0.05)
+    gate.set()
+    began = time.perf_counter()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - began
+    for writer in writers:
+        writer.close()
+    ready = [seconds for status, seconds in outcomes if seconds is not None]
+    statuses: dict[str, int] = {}
+    for status, _ in outcomes:
+        statuses[status] = statuses.get(status, 0) + 1
+    return {"clients": len(clients), "distinct_users": len(clients),
+            "accounts": len(accounts), "ready": len(ready),
+            "ready_within_10_s": sum(1 for seconds in ready if seconds <= 10),
+            "answered_503": statuses.get("503", 0), "outcomes": statuses,
+            "all_ready_in_s": round(elapsed, 2),
+            "time_to_ready_ms": summary_ms(ready) if ready else None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--posts", type=int, default=200)
     parser.add_argument("--subscribers", type=int, default=2000)
     parser.add_argument("--accounts", type=int, default=10)
+    parser.add_argument("--storm", type=int, default=2000,
+                        help="clients (each its own user) opening their streams at once")
     args = parser.parse_args()
 
-    fd_limit = raise_fd_limit(2 * args.subscribers + 1024)
+    fd_limit = raise_fd_limit(2 * max(args.subscribers, args.storm) + 1024)
     services = ensure_services(ROOT / ".local" / "bench-services")
     with fresh_database(services["DATABASE_URL"]) as database_url, \
             redis_db(services["REDIS_URL"]) as redis_url:
@@ -275,8 +352,8 @@ def main() -> None:
                "PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192",
                # thousands of idle streams of a few users: past the product's default caps
                "SSE_MAX_STREAMS_PER_USER": str(args.subscribers + 10),
-               "SSE_MAX_STREAMS_PER_ACCOUNT": str(args.subscribers + 10)}
-        accounts = make_accounts(env, args.accounts)
+               "SSE_MAX_STREAMS_PER_ACCOUNT": str(max(args.subscribers, args.storm) + 10)}
+        accounts = make_accounts(env, args.accounts, args.storm)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         (ROOT / ".local").mkdir(exist_ok=True)
         server = Gunicorn(env, ROOT / ".local" / "bench-sse-gunicorn.log")
@@ -287,6 +364,15 @@ def main() -> None:
             idle = asyncio.run(hold_subscribers(server, accounts, args.subscribers))
         finally:
             server.stop()
+        # a fresh web process, as after a deploy: every client reconnects at once
+        server = Gunicorn(env, ROOT / ".local" / "bench-sse-storm-gunicorn.log")
+        try:
+            storm = asyncio.run(reconnect_storm(server, accounts)) if args.storm else None
+        finally:
+            server.stop()
+        storm_log = (ROOT / ".local" / "bench-sse-storm-gunicorn.log").read_text(errors="replace")
+        if storm:
+            storm["web_log_database_unavailable"] = storm_log.count("database unavailable")
     idle["worker_rss_kib_before"] = rss_before
     idle["rss_kib_per_subscriber"] = round(
         (idle["worker_rss_kib_idle"] - rss_before) / args.subscribers, 1)
@@ -297,6 +383,7 @@ def main() -> None:
         "server": "gunicorn -c webapp/gunicorn_conf.py wsgi:app (gevent, 1 worker), loopback",
         "post_to_arrival": latency,
         "idle_subscribers": idle,
+        "reconnect_storm": storm,
     }
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
