@@ -18,12 +18,11 @@ def send_email(delivery_id: int) -> None:
 @shared_task(name="notifications.send_emails", acks_late=True)
 def send_emails(delivery_ids: list[int]) -> None:
     """Email a group of an escalation's recipients, one after another on this thread's SMTP
-    connection. Each row is still claimed, sent and settled on its own, and one that fails is
-    retried on its own (as `notifications.send_email`), so a group run twice, or cut short by
-    a killed worker, still sends each email once."""
-    for delivery_id in delivery_ids:
-        try:
-            channels.drive("email", delivery_id)
-        except Exception:  # e.g. the database went away: beat re-enqueues this row; go on
-            log.exception("email delivery %s not driven; left for redelivery", delivery_id)
-            db.session.remove()
+    connection: the rows claimed together, the handoff and recipients read once, the outcomes
+    recorded together. A claim is conditional, so a group run twice sends each email once;
+    a row that fails is retried on its own (as `notifications.send_email`)."""
+    try:
+        channels.drive_group("email", delivery_ids)
+    except Exception:  # e.g. the database went away: beat hands the rows back; nothing lost
+        log.exception("email deliveries %s not driven; left for redelivery", delivery_ids)
+        db.session.remove()

@@ -23,6 +23,8 @@ class Channel:
     on_settled: Callable[[Delivery], None] | None = None
     group_task: str | None = None                 # rows sent in groups by this task
     group_size: int = 1
+    # a group's side effects: given the rows, reads what they need once (group_task only)
+    group_side_effects: Callable[[list[Delivery]], Callable[[Delivery], str | None]] | None = None
 
 
 # in dispatch order: the assessment first (the PSA note waits a little for it; emails don't)
@@ -30,12 +32,13 @@ REGISTRY: dict[str, Channel] = {channel.name: channel for channel in (
     # a few quick tries: the team is waiting, and a senior can work without it
     Channel("assessment", "assessment.assess_handoff", RetryPolicy(2.0, 60.0, 3),
             assessments.assess, on_settled=announce_update),
-    # Emails go out in groups of rows per task: receiving, running and acknowledging a task
-    # cost the worker more than sending one email does; groups this small still give each
-    # of the worker's threads a share, each on its own SMTP connection.
+    # Emails go out in groups of rows per task: receiving, running and acknowledging a task,
+    # claiming a row and recording its outcome cost the worker more than sending one email
+    # does, so a group is claimed and settled in one statement each; groups this small still
+    # give each of the worker's threads a share, each on its own SMTP connection.
     Channel("email", "notifications.send_email", RetryPolicy(5.0, 600.0, 8),
             notifications.send_escalation_email, group_task="notifications.send_emails",
-            group_size=8),
+            group_size=8, group_side_effects=notifications.escalation_emails),
     Channel("psa", "psa.push_handoff", RetryPolicy(5.0, 600.0, 8), psa_push.push_note,
             on_settled=announce_update),
     # Slack allows about a message a second per webhook: a 429's Retry-After sets the wait
@@ -53,6 +56,13 @@ def drive(name: str, delivery_id: int) -> None:
     with logs.bound(delivery_id=delivery_id, channel=name):
         deliveries.drive(found.task, delivery_id, found.side_effect, found.policy,
                          on_settled=found.on_settled)
+
+
+def drive_group(name: str, delivery_ids: list[int]) -> None:
+    """Run a group of the channel's rows together: one claim, one lease, one outcome write."""
+    found = REGISTRY[name]
+    with logs.bound(channel=name):
+        deliveries.drive_many(found.task, delivery_ids, found.group_side_effects, found.policy)
 
 
 def enqueue_rows(rows: list[tuple[int, str]]) -> None:

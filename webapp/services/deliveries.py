@@ -11,7 +11,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from flask import current_app
-from sqlalchemy import and_, case, func, or_
+from sqlalchemy import DateTime, Integer, String, Text, and_, case, cast, column, func, or_, values
 from sqlalchemy.exc import OperationalError
 
 from webapp import logs, metrics
@@ -201,30 +201,40 @@ def claim(delivery_id: int) -> Delivery | None:
     twice, or racing beat, does the side effect once. Only a pending row, or a failed one whose
     backoff is over, can be taken; a permanent failure waits for an admin's retry. None when
     done, taken or not yet due."""
+    taken = claim_many([delivery_id])
+    return taken[0] if taken else None
+
+
+def claim_many(delivery_ids: list[int]) -> list[Delivery]:
+    """`claim` for a group of rows in one statement, under one lease (the same expiry for
+    all, renewed together); the rows taken, in id order."""
     now = utcnow()
     lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
-    row = db.session.scalars(
+    rows = db.session.scalars(
         db.update(Delivery).where(
-            Delivery.id == delivery_id, moving(S.SENDING, S.PENDING, S.FAILED),
+            Delivery.id.in_(delivery_ids), moving(S.SENDING, S.PENDING, S.FAILED),
             or_(Delivery.status == S.PENDING,
                 Delivery.next_attempt_at <= now + timedelta(seconds=1)))
         .values(status=str(S.SENDING), attempts=Delivery.attempts + 1,
                 lease_expires_at=now + lease, updated_at=now)
         .returning(Delivery),
-        execution_options={"synchronize_session": False}).first()
-    # the row as the UPDATE returned it: reading it back after the commit would say the same
+        execution_options={"synchronize_session": False}).all()
+    # the rows as the UPDATE returned them: reading them back after the commit would say the
+    # same
     commit_keeping_loaded()
-    return row
+    return sorted(rows, key=lambda row: row.id)
 
 
 class Heartbeat:
-    """Renews a claimed row's lease every third of its length while the side effect runs, on
-    a connection of its own: a slow but live side effect is never taken for a dead worker's,
+    """Renews a claim's lease every third of its length while the side effects run, on a
+    connection of its own: a slow but live side effect is never taken for a dead worker's,
     and a killed worker's lease runs out soon. `lease` is the current lease, the claim's
-    identity when the outcome is recorded."""
+    identity when the outcomes are recorded. One heartbeat holds one row, or a group claimed
+    together (claim_many); rows settled meanwhile are no longer renewed."""
 
-    def __init__(self, delivery_id: int, lease) -> None:
-        self.delivery_id, self.lease = delivery_id, lease
+    def __init__(self, delivery_id: int | list[int], lease) -> None:
+        self.ids = [delivery_id] if isinstance(delivery_id, int) else list(delivery_id)
+        self.delivery_id, self.lease = self.ids[0], lease
         self._seconds = current_app.config["DELIVERY_LEASE_SECONDS"]
         self._engine = db.engine
         self._stopped = threading.Event()
@@ -255,14 +265,14 @@ class Heartbeat:
                 try:
                     with self._engine.begin() as conn:
                         found = conn.execute(db.update(table).where(
-                            table.c.id == self.delivery_id, table.c.status == S.SENDING,
+                            table.c.id.in_(self.ids), table.c.status == S.SENDING,
                             table.c.lease_expires_at == self.lease).values(
                             lease_expires_at=renewed)).rowcount
                 except Exception:  # the database is away: the lease may lapse, try again
                     log.warning("could not renew the lease of delivery %s", self.delivery_id,
                                 exc_info=True)
                     continue
-                if not found:   # the row was retaken or deleted: nothing more to renew
+                if not found:   # settled, retaken or deleted: nothing more to renew
                     return
                 self.lease = renewed
 
@@ -277,16 +287,21 @@ def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
     lease = heartbeat.stop()
     sources_of(status, S.SENDING)
     table = Delivery.__table__
+    recorded = _write_while_leased(lease, lambda: db.update(table).where(
+        table.c.id == delivery_id, table.c.status == S.SENDING,
+        table.c.lease_expires_at == lease).values(
+        status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
+        .returning(table.c.id, table.c.channel))
+    _settled(status, values, recorded)
+
+
+def _write_while_leased(lease, statement: Callable[[], object]) -> list:
+    """Run an outcome's UPDATE ... RETURNING and commit; the rows it returned."""
     while True:
         try:
-            result = db.session.execute(db.update(table).where(
-                table.c.id == delivery_id, table.c.status == S.SENDING,
-                table.c.lease_expires_at == lease).values(
-                status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
-                .returning(table.c.channel))
-            channel = result.scalar_one_or_none()
+            recorded = db.session.execute(statement()).all()
             db.session.commit()
-            break
+            return recorded
         except OperationalError:
             # the side effect is done but the database went away: keep trying while the
             # lease is ours, or the row would be retaken and the email sent again (the
@@ -294,12 +309,16 @@ def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
             db.session.rollback()
             if utcnow() + timedelta(seconds=SETTLE_RETRY_SECONDS) >= lease:
                 raise
-            log.warning("could not record delivery outcome %s yet: the database is away; "
-                        "retrying while the lease holds", status)
+            log.warning("could not record a delivery outcome yet: the database is away; "
+                        "retrying while the lease holds")
             time.sleep(SETTLE_RETRY_SECONDS)
-    if channel is not None:
+
+
+def _settled(status: DeliveryStatus, values: dict, recorded: list) -> None:
+    """Count and log one row's outcome (`recorded`: what its UPDATE returned)."""
+    for _, channel in recorded:
         metrics.delivery_settled(channel, status)
-    if result.rowcount != 1:
+    if not recorded:
         log.warning("delivery outcome %s not recorded: the row was retaken meanwhile", status)
     elif status == S.PENDING:
         log.info("delivery deferred, not counted as an attempt")
@@ -317,81 +336,149 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
         log.info("delivery not taken: done, held by another worker, or not yet due")
         return None
     logs.bind(handoff_id=row.handoff_id)
-    attempts = row.attempts
     with Heartbeat(delivery_id, row.lease_expires_at) as lease:
-        retry_in = _drive_side_effect(delivery_id, row, attempts, lease, side_effect, policy)
-    if isinstance(retry_in, _Deferred):
-        return retry_in.delay
+        outcome = _outcome(row, side_effect, policy)
+        _settle(delivery_id, lease, outcome.status, **outcome.values)
+    if outcome.status == S.PENDING:
+        return outcome.retry_in
     if on_settled is not None:
         db.session.expire_all()
         settled = db.session.get(Delivery, delivery_id)
         if settled is not None:   # the row was deleted while the side effect ran
             on_settled(settled)
-    return retry_in
+    return outcome.retry_in
+
+
+def run_many(delivery_ids: list[int], side_effects: Callable[[list[Delivery]],
+             Callable[[Delivery], str | None]], policy: RetryPolicy) -> dict[int, float]:
+    """`run` for a group of rows: claimed in one statement under one lease, each side effect
+    done in turn (`side_effects(rows)` reads what they all need once, and gives the side
+    effect of one row), the outcomes recorded in one statement. Returns {row id: delay} for
+    the rows whose task should run again. A worker killed before the outcomes are recorded
+    leaves the whole group to be retaken when its lease runs out, as `run` leaves its row."""
+    rows = claim_many(delivery_ids)
+    if len(rows) < len(delivery_ids):
+        log.info("%d of %d delivery rows not taken: done, held by another worker, or not "
+                 "yet due", len(delivery_ids) - len(rows), len(delivery_ids))
+    if not rows:
+        return {}
+    side_effect = side_effects(rows)
+    outcomes: list[tuple[Delivery, Outcome]] = []
+    with Heartbeat([row.id for row in rows], rows[0].lease_expires_at) as lease:
+        for row in rows:
+            with logs.bound(delivery_id=row.id, handoff_id=row.handoff_id):
+                outcomes.append((row, _outcome(row, side_effect, policy)))
+        _settle_many(lease, outcomes)
+    return {row.id: outcome.retry_in for row, outcome in outcomes
+            if outcome.retry_in is not None}
 
 
 @dataclass(frozen=True)
-class _Deferred:
-    delay: float
+class Outcome:
+    """What one side effect came to: the status to record, its columns, and when the task
+    should run again (None: not by itself)."""
+    status: DeliveryStatus
+    values: dict
+    retry_in: float | None = None
 
 
-def _drive_side_effect(delivery_id: int, row: Delivery, attempts: int, lease: Heartbeat,
-                       side_effect: Callable[[Delivery], str | None],
-                       policy: RetryPolicy) -> float | _Deferred | None:
-    retry_in = None
+def _outcome(row: Delivery, side_effect: Callable[[Delivery], str | None],
+             policy: RetryPolicy) -> Outcome:
     try:
         external_id = side_effect(row)
     except Defer as defer:
         db.session.rollback()
-        _settle(delivery_id, lease, S.PENDING, attempts=Delivery.attempts - 1,
-                next_attempt_at=utcnow() + timedelta(seconds=defer.delay))
-        return _Deferred(defer.delay)
+        return Outcome(S.PENDING, {"attempts": Delivery.attempts - 1, "next_attempt_at":
+                                   utcnow() + timedelta(seconds=defer.delay)}, defer.delay)
     except Skip as skip:
         db.session.rollback()
-        _settle(delivery_id, lease, S.SKIPPED, last_error=skip.reason, next_attempt_at=None)
+        return Outcome(S.SKIPPED, {"last_error": skip.reason, "next_attempt_at": None})
     except Permanent as error:
         db.session.rollback()
-        _settle(delivery_id, lease, S.DEAD, last_error=error.reason, next_attempt_at=None)
+        return Outcome(S.DEAD, {"last_error": error.reason, "next_attempt_at": None})
     except Retryable as error:
         db.session.rollback()
-        retry_in = _failed(delivery_id, lease, attempts, error.reason, error.retry_after,
-                           policy)
+        return _failed(row.attempts, error.reason, error.retry_after, policy)
     except Exception as error:  # a bug or an unforeseen failure: recorded, retried, never lost
-        log.exception("delivery %s failed unexpectedly", delivery_id)
+        log.exception("delivery %s failed unexpectedly", row.id)
         db.session.rollback()
-        retry_in = _failed(delivery_id, lease, attempts,
-                           f"unexpected error: {error.__class__.__name__}",
-                           None, policy)
-    else:
-        _settle(delivery_id, lease, S.SENT, external_id=external_id, sent_at=utcnow(),
-                last_error=None, next_attempt_at=None)
-    return retry_in
+        return _failed(row.attempts, f"unexpected error: {error.__class__.__name__}", None,
+                       policy)
+    return Outcome(S.SENT, {"external_id": external_id, "sent_at": utcnow(),
+                            "last_error": None, "next_attempt_at": None})
 
 
-def _failed(delivery_id: int, lease: Heartbeat, attempts: int, reason: str,
-            retry_after: float | None,
-            policy: RetryPolicy) -> float | None:
+def _failed(attempts: int, reason: str, retry_after: float | None,
+            policy: RetryPolicy) -> Outcome:
     max_attempts = min(policy.max_attempts, current_app.config["DELIVERY_MAX_ATTEMPTS"])
     if attempts >= max_attempts:
-        _settle(delivery_id, lease, S.DEAD,
-                last_error=f"gave up after {attempts} attempts: {reason}",
-                next_attempt_at=None)
-        return None
+        return Outcome(S.DEAD, {"last_error": f"gave up after {attempts} attempts: {reason}",
+                                "next_attempt_at": None})
     delay = policy.delay(attempts, retry_after) * current_app.config["DELIVERY_BACKOFF_SCALE"]
     if retry_after:
         delay = max(delay, retry_after)
-    _settle(delivery_id, lease, S.FAILED, last_error=reason,
-            next_attempt_at=utcnow() + timedelta(seconds=delay))
-    return delay
+    return Outcome(S.FAILED, {"last_error": reason,
+                              "next_attempt_at": utcnow() + timedelta(seconds=delay)}, delay)
+
+
+_OUTCOME_COLUMNS = (column("id", Integer), column("status", String),
+                    column("external_id", String), column("sent_at", DateTime(timezone=True)),
+                    column("last_error", Text), column("next_attempt_at", DateTime(timezone=True)))
+
+
+def _settle_many(heartbeat: Heartbeat, outcomes: list[tuple[Delivery, Outcome]]) -> None:
+    """Record a group's outcomes in one UPDATE ... FROM (VALUES ...), each only where this
+    claim still holds the row (as `_settle` does for one). A deferred row, which gives back
+    its attempt, is recorded on its own."""
+    lease = heartbeat.stop()
+    for row, outcome in outcomes:
+        sources_of(outcome.status, S.SENDING)
+        if outcome.status == S.PENDING:
+            with logs.bound(delivery_id=row.id, handoff_id=row.handoff_id):
+                _settle(row.id, heartbeat, outcome.status, **outcome.values)
+    final = [(row, outcome) for row, outcome in outcomes if outcome.status != S.PENDING]
+    if not final:
+        return
+    table = Delivery.__table__
+    given = values(*_OUTCOME_COLUMNS, name="outcome").data([
+        (row.id, str(outcome.status), outcome.values.get("external_id"),
+         outcome.values.get("sent_at"), outcome.values["last_error"],
+         outcome.values["next_attempt_at"]) for row, outcome in final])
+    # a failed row keeps what it had of a message id and a sent time; the rest is the outcome
+    recorded = _write_while_leased(lease, lambda: db.update(table).where(
+        table.c.id == given.c.id, table.c.status == S.SENDING,
+        table.c.lease_expires_at == lease).values(
+        status=given.c.status, lease_expires_at=None, updated_at=utcnow(),
+        external_id=func.coalesce(given.c.external_id, table.c.external_id),
+        sent_at=func.coalesce(cast(given.c.sent_at, DateTime(timezone=True)), table.c.sent_at),
+        last_error=given.c.last_error,
+        next_attempt_at=cast(given.c.next_attempt_at, DateTime(timezone=True)))
+        .returning(table.c.id, table.c.channel))
+    by_id = {row_id: [(row_id, channel)] for row_id, channel in recorded}
+    for row, outcome in final:
+        with logs.bound(delivery_id=row.id, handoff_id=row.handoff_id):
+            _settled(outcome.status, outcome.values, by_id.get(row.id, []))
 
 
 def drive(task_name: str, delivery_id: int, side_effect: Callable[[Delivery], str | None],
           policy: RetryPolicy, on_settled: Callable[[Delivery], None] | None = None) -> None:
     """`run`, then schedule the next try; waits the broker can't hold are left to beat."""
     retry_in = run(delivery_id, side_effect, policy, on_settled)
+    _schedule(task_name, {delivery_id: retry_in} if retry_in is not None else {})
+
+
+def drive_many(task_name: str, delivery_ids: list[int],
+               side_effects: Callable[[list[Delivery]], Callable[[Delivery], str | None]],
+               policy: RetryPolicy) -> None:
+    """`run_many`, then schedule each row's next try on its own (`task_name` drives one)."""
+    _schedule(task_name, run_many(delivery_ids, side_effects, policy))
+
+
+def _schedule(task_name: str, retries: dict[int, float]) -> None:
     longest = current_app.config["MAX_TASK_COUNTDOWN_SECONDS"]
-    if retry_in is not None and retry_in <= longest:
-        enqueue(task_name, delivery_id, countdown=retry_in)
+    for delivery_id, retry_in in retries.items():
+        if retry_in <= longest:
+            enqueue(task_name, delivery_id, countdown=retry_in)
 
 
 # a pending row handed back again and again (its messages wait in a long queue, or keep
