@@ -341,7 +341,8 @@ class Profiler:
 
     def start(self) -> None:
         import shutil
-        spy = os.environ.get("PYSPY") or shutil.which("py-spy") or "/tmp/tools/bin/py-spy"
+        spy = (os.environ.get("PYSPY") or shutil.which("py-spy")
+               or str(Path(sys.executable).parent / "py-spy"))   # the bench extra's
         self.directory.mkdir(parents=True, exist_ok=True)
         for name, pid in self.targets.items():
             self.processes.append(subprocess.Popen(

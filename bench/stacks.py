@@ -19,8 +19,8 @@ def main() -> None:
     inclusive, leaf, total = Counter(), Counter(), 0
     for line in open(args.path):
         stack, _, count = line.rstrip("\n").rpartition(" ")
-        if not stack or (args.grep and args.grep not in stack):
-            continue
+        if not stack or not count.isdigit() or (args.grep and args.grep not in stack):
+            continue   # (a last line cut short when py-spy was stopped has no count)
         count = int(count)
         total += count
         frames = stack.split(";")

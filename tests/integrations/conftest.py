@@ -24,9 +24,10 @@ def no_halo_token_from_an_earlier_server():
     """A PSA server of an earlier test may have had this one's port: a Halo token the process
     cached for that one would be stale here (a 401 on the first request), and would change
     what a fault injected on that request means."""
-    from webapp.integrations.psa import halopsa
+    from webapp.integrations.psa import connectwise, halopsa
     with halopsa._local_lock:
         halopsa._local_tokens.clear()
+    connectwise.forget_codebases()   # likewise a ConnectWise codebase discovered there
 
 
 @pytest.fixture

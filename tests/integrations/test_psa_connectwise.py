@@ -56,6 +56,18 @@ def test_codebase_is_discovered_from_company_info(psa_server, psa_http):
     assert second.path == "/v4_6_release/apis/3.0/service/tickets/1001"
 
 
+def test_a_discovered_codebase_is_remembered_until_a_404_says_it_moved(psa_server, psa_http):
+    adapter(psa_server, psa_http).get_ticket("1001")
+    adapter(psa_server, psa_http).get_ticket("1001")   # a later push: no second discovery
+    assert [r.path for r in psa_server.requests] == [
+        f"/login/companyinfo/{CW_COMPANY}", "/v4_6_release/apis/3.0/service/tickets/1001",
+        "/v4_6_release/apis/3.0/service/tickets/1001"]
+    with pytest.raises(PsaPermanent):
+        adapter(psa_server, psa_http).get_ticket("4040")   # a 404 through the remembered one
+    adapter(psa_server, psa_http).get_ticket("1001")
+    assert psa_server.requests[-2].path == f"/login/companyinfo/{CW_COMPANY}"
+
+
 def test_given_codebase_skips_discovery(psa_server, psa_http):
     ticket = adapter(psa_server, psa_http, codebase="v4_6_release/").get_ticket("1001")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
+import threading
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +25,19 @@ from .settings import Setting, required
 PAGE_SIZE = 1000
 MAX_PAGES = 50
 _CODEBASE = re.compile(r"[A-Za-z0-9_.-]+")
+
+# The codebase a site serves a company from, as discovered, for a while: asking before every
+# note doubled each push's requests. It moves on upgrades: an entry lives a few minutes, and
+# a 404 through a remembered one forgets it, so the next attempt asks again.
+CODEBASE_TTL_SECONDS = 300.0
+_codebases: dict[tuple[str, str], tuple[str, float]] = {}
+_codebases_lock = threading.Lock()
+
+
+def forget_codebases() -> None:
+    """Forget every discovered codebase (this process's)."""
+    with _codebases_lock:
+        _codebases.clear()
 
 
 class ConnectWiseAdapter(HttpPsaAdapter):
@@ -62,6 +77,7 @@ class ConnectWiseAdapter(HttpPsaAdapter):
         }
         codebase = settings.get("codebase")
         self._api = self._api_url(codebase) if codebase else None
+        self._remembered = False   # whether _api came from the discovered codebases
         super().__init__(http, timeout)
         self._keep_secret(private_key, credentials)
 
@@ -112,8 +128,24 @@ class ConnectWiseAdapter(HttpPsaAdapter):
 
     def _base(self) -> str:
         if self._api is None:
-            self._api = self._api_url(self._discover_codebase())
+            key = (self._site, self._company.lower())
+            with _codebases_lock:
+                codebase, until = _codebases.get(key, (None, 0.0))
+            if codebase is not None and until > time.monotonic():
+                self._remembered = True
+            else:
+                codebase = self._discover_codebase()
+                with _codebases_lock:
+                    _codebases[key] = (codebase, time.monotonic() + CODEBASE_TTL_SECONDS)
+            self._api = self._api_url(codebase)
         return self._api
+
+    def _check(self, response: httpx.Response, *, write: bool = False,
+               ticket_id: Any = None) -> None:
+        if response.status_code == 404 and self._remembered:
+            with _codebases_lock:   # the codebase may have moved: the next attempt asks
+                _codebases.pop((self._site, self._company.lower()), None)
+        super()._check(response, write=write, ticket_id=ticket_id)
 
     def _api_url(self, codebase: str) -> str:
         codebase = codebase.strip().strip("/")
