@@ -10,7 +10,7 @@ from webapp import logs
 from webapp.models import Delivery, Handoff
 from webapp.services import assessments, chat, deliveries, notifications, psa_push
 from webapp.services.deliveries import RetryPolicy
-from webapp.services.handoffs import announce_update
+from webapp.services.handoffs import announce
 from webapp.services.queue import enqueue
 
 
@@ -20,7 +20,7 @@ class Channel:
     task: str                                     # the Celery task driving one row
     policy: RetryPolicy
     side_effect: Callable[[Delivery], str | None]
-    on_settled: Callable[[Delivery], None] | None = None
+    on_settled: Callable[[int], None] | None = None   # given the row's handoff id
     group_task: str | None = None                 # rows sent in groups by this task
     group_size: int = 1
     # a group's side effects: given the rows, reads what they need once (group_task only)
@@ -31,7 +31,7 @@ class Channel:
 REGISTRY: dict[str, Channel] = {channel.name: channel for channel in (
     # a few quick tries: the team is waiting, and a senior can work without it
     Channel("assessment", "assessment.assess_handoff", RetryPolicy(2.0, 60.0, 3),
-            assessments.assess, on_settled=announce_update),
+            assessments.assess, on_settled=announce),
     # Emails go out in groups of rows per task: receiving, running and acknowledging a task,
     # claiming a row and recording its outcome cost the worker more than sending one email
     # does, so a group is claimed and settled in one statement each; groups this small still
@@ -40,7 +40,7 @@ REGISTRY: dict[str, Channel] = {channel.name: channel for channel in (
             notifications.send_escalation_email, group_task="notifications.send_emails",
             group_size=8, group_side_effects=notifications.escalation_emails),
     Channel("psa", "psa.push_handoff", RetryPolicy(5.0, 600.0, 8), psa_push.push_note,
-            on_settled=announce_update),
+            on_settled=announce),
     # Slack allows about a message a second per webhook: a 429's Retry-After sets the wait
     Channel("chat", "chat.post_message", RetryPolicy(5.0, 600.0, 8), chat.post_message),
 )}
@@ -65,17 +65,24 @@ def drive_group(name: str, delivery_ids: list[int]) -> None:
         deliveries.drive_many(found.task, delivery_ids, found.group_side_effects, found.policy)
 
 
-def enqueue_rows(rows: list[tuple[int, str]]) -> None:
+def enqueue_rows(rows: list[tuple[int, str]], keep: str | None = None) -> list[int]:
     """Enqueue the tasks of these (delivery id, channel) rows, channel by channel in the
-    registry's order, in groups where the channel sends in groups."""
+    registry's order, in groups where the channel sends in groups. With `keep` (a grouped
+    channel), its first group is not enqueued but returned, for the caller to run itself."""
+    kept: list[int] = []
     for found in REGISTRY.values():
         ids = [row_id for row_id, name in rows if name == found.name]
         if found.group_task:
             for first in range(0, len(ids), found.group_size):
-                enqueue(found.group_task, ids[first:first + found.group_size])
+                group = ids[first:first + found.group_size]
+                if found.name == keep and not kept:
+                    kept = group
+                else:
+                    enqueue(found.group_task, group)
         else:
             for row_id in ids:
                 enqueue(found.task, row_id)
+    return kept
 
 
 def max_attempts() -> dict[str, int]:

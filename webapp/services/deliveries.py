@@ -328,24 +328,23 @@ def _settled(status: DeliveryStatus, values: dict, recorded: list) -> None:
 
 
 def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy: RetryPolicy,
-        on_settled: Callable[[Delivery], None] | None = None) -> float | None:
-    """Claim the row, do the side effect, record the outcome. Returns the delay after which
-    the task should run again, or None when the row needs nothing more from this task."""
+        on_settled: Callable[[int], None] | None = None) -> float | None:
+    """Claim the row, do the side effect, record the outcome, then call `on_settled` with the
+    row's handoff id (not for a deferred row). Returns the delay after which the task should
+    run again, or None when the row needs nothing more from this task."""
     row = claim(delivery_id)
     if row is None:
         log.info("delivery not taken: done, held by another worker, or not yet due")
         return None
-    logs.bind(handoff_id=row.handoff_id)
+    handoff_id = row.handoff_id
+    logs.bind(handoff_id=handoff_id)
     with Heartbeat(delivery_id, row.lease_expires_at) as lease:
         outcome = _outcome(row, side_effect, policy)
         _settle(delivery_id, lease, outcome.status, **outcome.values)
     if outcome.status == S.PENDING:
         return outcome.retry_in
     if on_settled is not None:
-        db.session.expire_all()
-        settled = db.session.get(Delivery, delivery_id)
-        if settled is not None:   # the row was deleted while the side effect ran
-            on_settled(settled)
+        on_settled(handoff_id)
     return outcome.retry_in
 
 
@@ -461,7 +460,7 @@ def _settle_many(heartbeat: Heartbeat, outcomes: list[tuple[Delivery, Outcome]])
 
 
 def drive(task_name: str, delivery_id: int, side_effect: Callable[[Delivery], str | None],
-          policy: RetryPolicy, on_settled: Callable[[Delivery], None] | None = None) -> None:
+          policy: RetryPolicy, on_settled: Callable[[int], None] | None = None) -> None:
     """`run`, then schedule the next try; waits the broker can't hold are left to beat."""
     retry_in = run(delivery_id, side_effect, policy, on_settled)
     _schedule(task_name, {delivery_id: retry_in} if retry_in is not None else {})

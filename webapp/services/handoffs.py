@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from flask import current_app
 from sqlalchemy import and_, func, or_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from webapp import live, logs, metrics
 from webapp.extensions import db
@@ -265,14 +265,12 @@ def cancel(user: User, handoff_id: int) -> Handoff:
     return handoff
 
 
-def announce_update(row: Delivery) -> None:
-    """After a delivery settles: tell the team's queues the handoff changed."""
-    announce(row.handoff_id)
-
-
 def announce(handoff_id: int) -> None:
-    """Tell the team's queues an escalation changed: handoff_updated with its summary."""
-    handoff = db.session.get(Handoff, handoff_id)
+    """Tell the team's queues an escalation changed: handoff_updated with its summary (the
+    handoff, its session, escalator and claimer read in one statement)."""
+    handoff = db.session.scalars(db.select(Handoff).where(Handoff.id == handoff_id).options(
+        joinedload(Handoff.session), joinedload(Handoff.creator), joinedload(Handoff.claimer))
+        .execution_options(populate_existing=True)).one_or_none()
     if handoff is not None and handoff.intent == "escalate":
         live.publish(handoff.account_id, "handoff_updated", {"handoff": summary(handoff)})
 
