@@ -11,7 +11,8 @@ from datetime import timedelta
 from enum import StrEnum
 
 from flask import current_app
-from sqlalchemy import DateTime, Integer, String, Text, and_, case, cast, column, func, or_, values
+from sqlalchemy import DateTime, Integer, Text, and_, bindparam, case, cast, column, func, or_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import OperationalError
 
 from webapp import logs, metrics
@@ -295,11 +296,12 @@ def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
     _settled(status, values, recorded)
 
 
-def _write_while_leased(lease, statement: Callable[[], object]) -> list:
+def _write_while_leased(lease, statement: Callable[[], object],
+                        params: dict | None = None) -> list:
     """Run an outcome's UPDATE ... RETURNING and commit; the rows it returned."""
     while True:
         try:
-            recorded = db.session.execute(statement()).all()
+            recorded = db.session.execute(statement(), params).all()
             db.session.commit()
             return recorded
         except OperationalError:
@@ -362,13 +364,16 @@ def run_many(delivery_ids: list[int], side_effects: Callable[[list[Delivery]],
     if not rows:
         return {}
     side_effect = side_effects(rows)
-    outcomes: list[tuple[Delivery, Outcome]] = []
+    # (id, handoff id, outcome): read before any commit, which expires the rows (reading an
+    # expired row's id is a SELECT)
+    outcomes: list[tuple[int, int, Outcome]] = []
     with Heartbeat([row.id for row in rows], rows[0].lease_expires_at) as lease:
         for row in rows:
-            with logs.bound(delivery_id=row.id, handoff_id=row.handoff_id):
-                outcomes.append((row, _outcome(row, side_effect, policy)))
+            row_id, handoff_id = row.id, row.handoff_id
+            with logs.bound(delivery_id=row_id, handoff_id=handoff_id):
+                outcomes.append((row_id, handoff_id, _outcome(row, side_effect, policy)))
         _settle_many(lease, outcomes)
-    return {row.id: outcome.retry_in for row, outcome in outcomes
+    return {row_id: outcome.retry_in for row_id, _, outcome in outcomes
             if outcome.retry_in is not None}
 
 
@@ -420,43 +425,53 @@ def _failed(attempts: int, reason: str, retry_after: float | None,
                               "next_attempt_at": utcnow() + timedelta(seconds=delay)}, delay)
 
 
-_OUTCOME_COLUMNS = (column("id", Integer), column("status", String),
-                    column("external_id", String), column("sent_at", DateTime(timezone=True)),
-                    column("last_error", Text), column("next_attempt_at", DateTime(timezone=True)))
+# a group's outcomes as arrays, one element per row: one statement whatever the group's size,
+# compiled once (a VALUES list of literal rows would be compiled anew for every group)
+_GIVEN = func.unnest(
+    cast(bindparam("ids"), ARRAY(Integer)), cast(bindparam("statuses"), ARRAY(Text)),
+    cast(bindparam("external_ids"), ARRAY(Text)),
+    cast(bindparam("sent_ats"), ARRAY(DateTime(timezone=True))),
+    cast(bindparam("errors"), ARRAY(Text)),
+    cast(bindparam("next_attempts"), ARRAY(DateTime(timezone=True))),
+).table_valued(column("id", Integer), column("status", Text), column("external_id", Text),
+               column("sent_at", DateTime(timezone=True)), column("last_error", Text),
+               column("next_attempt_at", DateTime(timezone=True))).render_derived("outcome")
 
 
-def _settle_many(heartbeat: Heartbeat, outcomes: list[tuple[Delivery, Outcome]]) -> None:
-    """Record a group's outcomes in one UPDATE ... FROM (VALUES ...), each only where this
-    claim still holds the row (as `_settle` does for one). A deferred row, which gives back
-    its attempt, is recorded on its own."""
+def _settle_many(heartbeat: Heartbeat, outcomes: list[tuple[int, int, Outcome]]) -> None:
+    """Record a group's (id, handoff id, outcome)s in one UPDATE ... FROM unnest(...), each
+    only where this claim still holds the row (as `_settle` does for one). A deferred row,
+    which gives back its attempt, is recorded on its own."""
     lease = heartbeat.stop()
-    for row, outcome in outcomes:
+    for row_id, handoff_id, outcome in outcomes:
         sources_of(outcome.status, S.SENDING)
         if outcome.status == S.PENDING:
-            with logs.bound(delivery_id=row.id, handoff_id=row.handoff_id):
-                _settle(row.id, heartbeat, outcome.status, **outcome.values)
-    final = [(row, outcome) for row, outcome in outcomes if outcome.status != S.PENDING]
+            with logs.bound(delivery_id=row_id, handoff_id=handoff_id):
+                _settle(row_id, heartbeat, outcome.status, **outcome.values)
+    final = [(row_id, handoff_id, outcome) for row_id, handoff_id, outcome in outcomes
+             if outcome.status != S.PENDING]
     if not final:
         return
-    table = Delivery.__table__
-    given = values(*_OUTCOME_COLUMNS, name="outcome").data([
-        (row.id, str(outcome.status), outcome.values.get("external_id"),
-         outcome.values.get("sent_at"), outcome.values["last_error"],
-         outcome.values["next_attempt_at"]) for row, outcome in final])
+    table, given = Delivery.__table__, _GIVEN
+    arrays = {"ids": [row_id for row_id, _, _ in final],
+              "statuses": [str(outcome.status) for _, _, outcome in final],
+              "external_ids": [outcome.values.get("external_id") for _, _, outcome in final],
+              "sent_ats": [outcome.values.get("sent_at") for _, _, outcome in final],
+              "errors": [outcome.values["last_error"] for _, _, outcome in final],
+              "next_attempts": [outcome.values["next_attempt_at"] for _, _, outcome in final]}
     # a failed row keeps what it had of a message id and a sent time; the rest is the outcome
     recorded = _write_while_leased(lease, lambda: db.update(table).where(
         table.c.id == given.c.id, table.c.status == S.SENDING,
         table.c.lease_expires_at == lease).values(
         status=given.c.status, lease_expires_at=None, updated_at=utcnow(),
         external_id=func.coalesce(given.c.external_id, table.c.external_id),
-        sent_at=func.coalesce(cast(given.c.sent_at, DateTime(timezone=True)), table.c.sent_at),
-        last_error=given.c.last_error,
-        next_attempt_at=cast(given.c.next_attempt_at, DateTime(timezone=True)))
-        .returning(table.c.id, table.c.channel))
+        sent_at=func.coalesce(given.c.sent_at, table.c.sent_at),
+        last_error=given.c.last_error, next_attempt_at=given.c.next_attempt_at)
+        .returning(table.c.id, table.c.channel), arrays)
     by_id = {row_id: [(row_id, channel)] for row_id, channel in recorded}
-    for row, outcome in final:
-        with logs.bound(delivery_id=row.id, handoff_id=row.handoff_id):
-            _settled(outcome.status, outcome.values, by_id.get(row.id, []))
+    for row_id, handoff_id, outcome in final:
+        with logs.bound(delivery_id=row_id, handoff_id=handoff_id):
+            _settled(outcome.status, outcome.values, by_id.get(row_id, []))
 
 
 def drive(task_name: str, delivery_id: int, side_effect: Callable[[Delivery], str | None],
