@@ -36,7 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import children_of, fresh_database, redis_db  # noqa: E402  (bench/ is this script's path)
+from harness import Profiler, children_of, fresh_database, redis_db  # noqa: E402  (bench/ is this script's path)
 
 from devtools.embedded import ensure_services, free_port  # noqa: E402
 
@@ -341,6 +341,8 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10)
     parser.add_argument("--storm", type=int, default=2000,
                         help="clients (each its own user) opening their streams at once")
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="py-spy the web process during the storm into DIR/storm-web.txt")
     args = parser.parse_args()
 
     fd_limit = raise_fd_limit(2 * max(args.subscribers, args.storm) + 1024)
@@ -366,9 +368,15 @@ def main() -> None:
             server.stop()
         # a fresh web process, as after a deploy: every client reconnects at once
         server = Gunicorn(env, ROOT / ".local" / "bench-sse-storm-gunicorn.log")
+        profile = Profiler(args.profile, {"storm-web": server.worker_pid()}) \
+            if args.profile and args.storm else None
         try:
+            if profile:
+                profile.start()
             storm = asyncio.run(reconnect_storm(server, accounts)) if args.storm else None
         finally:
+            if profile:
+                profile.stop()
             server.stop()
         storm_log = (ROOT / ".local" / "bench-sse-storm-gunicorn.log").read_text(errors="replace")
         if storm:

@@ -20,3 +20,13 @@ def test_the_web_and_worker_entry_point_fails_with_the_reason(app_env):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_no_request_opens_a_cookie_session(app):
+    """Requests carry bearer tokens; a cookie session is neither read nor writable."""
+    from flask import session
+    from flask.sessions import NullSession
+    with app.test_request_context("/", headers={"Cookie": "session=forged"}):
+        assert isinstance(session._get_current_object(), NullSession)
+        with pytest.raises(RuntimeError):
+            session["user"] = 1

@@ -5,12 +5,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from flask.sessions import NullSession, SessionInterface
 
 from webapp.config import Config
 
 
+class NoCookieSessions(SessionInterface):
+    """No request has a cookie session: the API authenticates by bearer token, and the queue
+    page keeps its token in the browser. Flask's default would parse (and sign-check) a
+    session cookie on every request for nothing; any write to this one fails loudly."""
+
+    def open_session(self, app: Flask, request) -> NullSession:
+        return self.make_null_session(app)
+
+    def save_session(self, app: Flask, session, response) -> None:
+        return None
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.session_interface = NoCookieSessions()
     app.config.update(Config.from_env(overrides=config))
     if not app.config.get("SECRET_KEY"):
         # no default: a published one would key every API token hash, and the PSA secrets at

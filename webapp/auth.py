@@ -4,12 +4,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
 
 from flask import current_app, g, request
 
+from webapp import token_lookups
 from webapp.errors import ApiError
 from webapp.extensions import db
 from webapp.models import ApiToken, User
@@ -20,6 +22,8 @@ from webapp.passwords import (  # noqa: F401  (the views' names for them)
     spend_verify_time,
     verify_password,
 )
+
+log = logging.getLogger(__name__)
 
 # Paths under /api/v1 that answer without a token
 PUBLIC_ENDPOINTS = {"auth.login", "api-docs.openapi_json"}
@@ -65,14 +69,28 @@ def authenticate_request() -> None:
     if not request.path.startswith("/api/v1"):
         return
     token = bearer_token()
-    found = user_for_token(token) if token else None
+    if request.endpoint in token_lookups.ENDPOINTS:   # checked together with its neighbours
+        caller = _caller_for_token(token) if token else None
+        found = (caller, None) if caller is not None else None
+    else:
+        found = user_for_token(token) if token else None
     if found is None:
         raise ApiError(401, "unauthorized",
                        "missing bearer token" if not token else "invalid or expired token")
     g.user, g.token = found
 
 
+def _caller_for_token(token: str) -> token_lookups.Caller | None:
+    try:
+        return token_lookups.lookups(current_app._get_current_object()).caller(
+            token_digest(token))
+    except token_lookups.Unavailable as error:
+        log.warning("database unavailable: %s", error)
+        raise ApiError(503, "unavailable", "database unavailable") from None
+
+
 def current_user() -> User:
+    """The caller: a User, or on token_lookups.ENDPOINTS a token_lookups.Caller."""
     return g.user
 
 

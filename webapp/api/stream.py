@@ -16,10 +16,9 @@ from flask import Flask, current_app, request
 from flask_smorest import Api
 from flask_sse import Message, ServerSentEventsBlueprint
 from redis import Redis, RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
-from webapp import auth
-from webapp.auth import bearer_token, current_user, user_for_token
+from webapp import auth, token_lookups
+from webapp.auth import bearer_token, current_user, token_digest
 from webapp.errors import ApiError
 from webapp.extensions import db
 from webapp.live.hub import get_hub
@@ -98,20 +97,19 @@ class LiveEventsBlueprint(ServerSentEventsBlueprint):
 
 
 def _token_check(app, token: str, account_id: int) -> Callable[[], bool | None]:
-    """Whether the stream's token still lets a senior of the account stream; a short query
-    that returns its connection at once. None when it cannot tell (Postgres down): a short
-    outage does not end streams, a long one does."""
+    """Whether the stream's token still lets a senior of the account stream; checked together
+    with the other streams' checks of the moment (webapp.token_lookups). None when it cannot
+    tell (Postgres down): a short outage does not end streams, a long one does."""
+    with app.app_context():
+        digest = token_digest(token)
+
     def still_allowed() -> bool | None:
-        with app.app_context():
-            try:
-                found = user_for_token(token)
-                return (found is not None and found[0].is_senior
-                        and found[0].account_id == account_id)
-            except SQLAlchemyError as error:
-                log.warning("could not recheck a live stream's token: %s", error)
-                return None
-            finally:
-                db.session.remove()
+        try:
+            found = token_lookups.lookups(app).caller(digest)
+        except token_lookups.Unavailable as error:
+            log.warning("could not recheck a live stream's token: %s", error)
+            return None
+        return found is not None and found.is_senior and found.account_id == account_id
     return still_allowed
 
 
