@@ -12,12 +12,23 @@ from redis.retry import Retry
 KEY_PREFIX = "esc:"
 
 
+def _client(url: str, app: Flask, wait: float, **kwargs) -> redis.Redis:
+    """A client whose callers, when all REDIS_MAX_CONNECTIONS are in use, wait up to `wait`
+    seconds for one to come back: a burst (2,000 streams opening after a deploy) queues for
+    a moment instead of being answered "Too many connections" at once."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=app.config.get("REDIS_MAX_CONNECTIONS", 200), timeout=wait,
+        **kwargs)
+    client = redis.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    return client
+
+
 def init_redis(app: Flask) -> None:
     # one quick retry: a Redis that is down must not hold up whoever calls it for long
-    app.extensions["redis"] = redis.Redis.from_url(
-        app.config["REDIS_URL"], socket_timeout=2.0, socket_connect_timeout=1.0,
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
-        health_check_interval=30, max_connections=app.config.get("REDIS_MAX_CONNECTIONS", 200))
+    app.extensions["redis"] = _client(
+        app.config["REDIS_URL"], app, 5.0, socket_timeout=2.0, socket_connect_timeout=1.0,
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1), health_check_interval=30)
     app.extensions["redis_breakers"] = {}
 
 
@@ -32,11 +43,9 @@ def quick_client(url: str, app: Flask | None = None) -> redis.Redis:
     clients = app.extensions.setdefault("redis_quick", {})
     if url not in clients:
         timeout = app.config["PUBLISH_TIMEOUT_SECONDS"]
-        clients[url] = redis.Redis.from_url(url, socket_timeout=timeout,
-                                            socket_connect_timeout=timeout,
-                                            retry=Retry(ExponentialBackoff(), 0),
-                                            max_connections=app.config.get(
-                                                "REDIS_MAX_CONNECTIONS", 200))
+        clients[url] = _client(url, app, timeout, socket_timeout=timeout,
+                               socket_connect_timeout=timeout,
+                               retry=Retry(ExponentialBackoff(), 0))
     return clients[url]
 
 

@@ -12,7 +12,7 @@ import time
 from collections import deque
 
 from flask import current_app
-from redis import Redis, RedisError
+from redis import ConnectionPool, Redis, RedisError
 
 from webapp.live.publish import (
     ACCESS_CHANGED,
@@ -99,7 +99,7 @@ def _hub_client(redis: Redis) -> Redis:
     pool = redis.connection_pool
     kwargs = {**pool.connection_kwargs, "client_name": HUB_CLIENT_NAME,
               "socket_keepalive": True, "socket_keepalive_options": HUB_KEEPALIVE}
-    return Redis(connection_pool=pool.__class__(connection_class=pool.connection_class,
+    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class,
                                                 max_connections=2, **kwargs))
 
 
