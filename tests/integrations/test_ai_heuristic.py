@@ -419,3 +419,77 @@ def test_build_provider_gives_the_heuristic_by_default(name: str) -> None:
 
     assert isinstance(provider, HeuristicProvider)
     assert provider.name == "heuristic"
+
+
+def _rule_patterns() -> list:
+    from webapp.integrations.ai import heuristic
+    patterns = [pattern for area in heuristic.AREAS for pattern, _ in area.signals]
+    patterns += [cause.hints for area in heuristic.AREAS for cause in area.causes]
+    return patterns
+
+
+def _pattern_corpus(patterns: list) -> list[str]:
+    """Texts that hit many of the rules: the cases above, and every rule's needles in upper,
+    title and lower case, glued to neighbours and spaced out, with and without accents."""
+    from webapp.integrations.ai.heuristic import _lower_case_twin
+    needles = [needle for pattern in patterns if (twin := _lower_case_twin(pattern))
+               for needle in twin.needles or ()]
+    soup = " ".join(needles)
+    texts = [soup, soup.upper(), soup.title(), "".join(needles).upper(),
+             "Café: " + soup.upper(), "the AD sync and ad campaigns; DC01 0x41 AD",
+             soup.upper().replace("S", "\u017f")]   # the long s matches "s" ignoring case
+    for case in (DNS_CASE, LOCKOUT_CASE, OUTLOOK_CASE, DISK_CASE):
+        texts += [str(value) for value in case.values()]
+    return texts
+
+
+def test_the_fast_rule_search_finds_exactly_what_the_rules_find_ignoring_case() -> None:
+    """Rules are searched over lower-cased text by case-sensitive twins, skipped when none of
+    their needles is there: every rule must find what its own pattern finds ignoring case."""
+    from webapp.integrations.ai.heuristic import _Searchable
+    patterns = _rule_patterns()
+    matched = set()
+    for text in _pattern_corpus(patterns):
+        searchable = _Searchable(text)
+        for pattern in patterns:
+            expected = pattern.search(text)
+            assert bool(searchable.search(pattern)) == bool(expected), (pattern.pattern, text)
+            assert ({m.group(0).lower() for m in searchable.finditer(pattern)}
+                    == {m.group(0).lower() for m in pattern.finditer(text)}), pattern.pattern
+            if expected:
+                matched.add(pattern)
+    assert len(matched) > 0.9 * len(set(patterns))   # the corpus does exercise the rules
+
+
+@pytest.mark.parametrize(("source", "fast"), [
+    (r"\bdns\b", True), (r"nslookup|\bdig\b", True), (r"(?-i:\bAD\b)|domain", False),
+    (r"\x41d", False), (r"\Bfoo", False), (r"caf\u00e9", False), ("café", False),
+])
+def test_only_patterns_that_mean_the_same_on_lower_case_text_get_a_twin(source, fast) -> None:
+    import re
+
+    from webapp.integrations.ai.heuristic import _lower_case_twin
+    assert (_lower_case_twin(re.compile(source, re.IGNORECASE)) is not None) is fast
+
+
+@pytest.mark.parametrize(("source", "safe"), [
+    (r"\bdns\b", True), (r"(?:a|b)c", True), (r"^dns", False), (r"dns$", False),
+    (r"dns\Z", False), (r"(?<!x)dns", False), (r"dns(?!\n)", False)])
+def test_the_whole_text_settles_a_rule_only_without_anchors_or_lookarounds(source, safe):
+    import re
+
+    from webapp.integrations.ai.heuristic import _found_in_a_part_is_found_in_the_whole
+    assert _found_in_a_part_is_found_in_the_whole(re.compile(source)) is safe
+
+
+def test_a_twin_has_needles_only_when_every_match_holds_one() -> None:
+    import re
+
+    from webapp.integrations.ai.heuristic import _lower_case_twin
+    def needles(source):
+        return _lower_case_twin(re.compile(source, re.IGNORECASE)).needles
+    assert needles(r"\bdns\b") == ("dns",)
+    assert needles(r"\b(?:a|cname|srv|ptr) records?\b") == (" record",)
+    assert set(needles(r"nslookup|flushdns|\bdig\b")) == {"nslookup", "flushdns", "dig"}
+    assert needles(r"\d{2,5}|port") is None      # a branch without a literal
+    assert needles(r"(?:x)?\d+") is None          # an optional literal is not a needle
