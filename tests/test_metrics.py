@@ -225,7 +225,7 @@ def test_handoff_and_delivery_counters_move_when_an_escalation_runs_through_a_wo
                  state="SUCCESS") == 1
     assert {labels["task"] for name, labels, value in after
             if name == "escalations_task_duration_seconds_count" and value} >= {
-        "assessment.assess_handoff", "psa.push_handoff"}   # (dispatch sent the emails)
+        "psa.push_handoff"}   # (dispatch assessed with the heuristic and sent the emails)
     assert total(after, "escalations_http_requests_total", endpoint="metrics") >= 1
 
 

@@ -119,3 +119,32 @@ def test_rejected_api_key_fails_at_once_without_leaking_it(app, tenant, ai_serve
     row = wait_for(lambda: settled(app, handoff["id"]), 20, message="assessment")
     assert row.status == "dead" and row.attempts == 1 and row.next_attempt_at is None
     assert "sk-wrong-secret" not in row.last_error
+
+
+@pytest.mark.parametrize(("provider", "by_dispatch"), [("heuristic", True), ("openai", False)])
+def test_dispatch_runs_the_local_heuristic_itself_and_leaves_a_remote_provider_to_its_task(
+        app_env, tenant, provider, by_dispatch):
+    """The heuristic calls no server: dispatch assesses before it enqueues the PSA note (which
+    then finds the assessment there); a remote model's call stays a task of its own."""
+    from tasks.dispatch import dispatch_handoff
+    from tests.conftest import app_config
+    from tests.factories import UNREACHABLE_AMQP, UNREACHABLE_REDIS, undispatched_handoff
+    from webapp import create_app
+    from webapp.config import broker_is_amqp
+    handoff_id = undispatched_handoff(app_env, tenant, note="DNS fails on DC01")
+    # a dispatching app whose enqueues reach no broker: what it does not run itself stays
+    broker = UNREACHABLE_AMQP if broker_is_amqp(app_env["CELERY_BROKER_URL"]) \
+        else UNREACHABLE_REDIS
+    dispatcher = create_app(app_config(app_env, REDIS_URL=UNREACHABLE_REDIS,
+                                       CELERY_BROKER_URL=broker,
+                                       AI_PROVIDER=provider, AI_BASE_URL="http://127.0.0.1:9"))
+    with dispatcher.app_context():
+        dispatch_handoff(handoff_id)
+    with dispatcher.app_context():
+        row = db.session.scalars(db.select(Delivery).where(
+            Delivery.handoff_id == handoff_id, Delivery.channel == "assessment")).one()
+        handoff = db.session.get(Handoff, handoff_id)
+        assert (row.status, row.attempts) == (("sent", 1) if by_dispatch else ("pending", 0))
+        assert (handoff.assessment is not None) is by_dispatch
+        if by_dispatch:
+            assert handoff.assessment["provider"] == "heuristic"

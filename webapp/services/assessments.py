@@ -24,6 +24,11 @@ def provider_from_config() -> AssessmentProvider:
                           allow_private=config["ALLOW_PRIVATE_ADDRESSES"])
 
 
+def provider_is_local() -> bool:
+    """The configured provider answers in this process (the heuristic), calling no server."""
+    return (current_app.config["AI_PROVIDER"] or "heuristic").strip().lower() == "heuristic"
+
+
 def case_of(handoff: Handoff) -> dict:
     snapshot = handoff.snapshot
     return {"title": snapshot.get("title"), "client_name": snapshot.get("client_name"),

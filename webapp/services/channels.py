@@ -25,13 +25,18 @@ class Channel:
     group_size: int = 1
     # a group's side effects: given the rows, reads what they need once (group_task only)
     group_side_effects: Callable[[list[Delivery]], Callable[[Delivery], str | None]] | None = None
+    # whether dispatch runs the row itself: true while its side effect calls no other server
+    # (a task of its own costs the worker more than the side effect; later rows wait on it)
+    local: Callable[[], bool] | None = None
 
 
 # in dispatch order: the assessment first (the PSA note waits a little for it; emails don't)
 REGISTRY: dict[str, Channel] = {channel.name: channel for channel in (
     # a few quick tries: the team is waiting, and a senior can work without it
+    # the heuristic is local: dispatch assesses before it enqueues the PSA note, which then
+    # finds the assessment there instead of coming back for it
     Channel("assessment", "assessment.assess_handoff", RetryPolicy(2.0, 60.0, 3),
-            assessments.assess, on_settled=announce),
+            assessments.assess, on_settled=announce, local=assessments.provider_is_local),
     # Emails go out in groups of rows per task: receiving, running and acknowledging a task,
     # claiming a row and recording its outcome cost the worker more than sending one email
     # does, so a group is claimed and settled in one statement each; groups this small still
@@ -63,6 +68,12 @@ def drive_group(name: str, delivery_ids: list[int]) -> None:
     found = REGISTRY[name]
     with logs.bound(channel=name):
         deliveries.drive_many(found.task, delivery_ids, found.group_side_effects, found.policy)
+
+
+def runs_locally(name: str) -> bool:
+    """Whether the channel's rows are run by dispatch itself, not a task of their own."""
+    local = REGISTRY[name].local
+    return local is not None and local()
 
 
 def enqueue_rows(rows: list[tuple[int, str]], keep: str | None = None) -> list[int]:
