@@ -3,6 +3,7 @@ of rows per task where the channel sends in groups)."""
 import logging
 
 from celery import shared_task
+from sqlalchemy import bindparam
 
 from tasks.notifications import send_group
 from webapp import logs
@@ -13,6 +14,10 @@ from webapp.services.deliveries import DeliveryStatus
 
 log = logging.getLogger(__name__)
 
+_PENDING_ROWS = db.select(Delivery.id, Delivery.channel).where(
+    Delivery.handoff_id == bindparam("handoff_id"),
+    Delivery.status == DeliveryStatus.PENDING).order_by(Delivery.id)
+
 
 @shared_task(name="handoffs.dispatch", acks_late=True)
 def dispatch_handoff(handoff_id: int) -> int:
@@ -21,9 +26,7 @@ def dispatch_handoff(handoff_id: int) -> int:
     group of emails here: the team hears at once, and the commonest escalation (a handful of
     seniors) costs two tasks fewer. Returns how many rows."""
     logs.bind(handoff_id=handoff_id)
-    rows = db.session.execute(db.select(Delivery.id, Delivery.channel).where(
-        Delivery.handoff_id == handoff_id, Delivery.status == DeliveryStatus.PENDING)
-        .order_by(Delivery.id)).all()
+    rows = db.session.execute(_PENDING_ROWS, {"handoff_id": handoff_id}).all()
     later = []
     for row in rows:
         if not channels.runs_locally(row.channel):

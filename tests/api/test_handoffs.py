@@ -4,7 +4,7 @@ import threading
 import pytest
 from sqlalchemy import text
 
-from tests.factories import escalate, make_session, post_handoff
+from tests.factories import app_without_broker, escalate, make_session, post_handoff
 from webapp.extensions import db
 from webapp.models import AiSession, Delivery, Handoff
 
@@ -232,8 +232,9 @@ def test_an_escalation_cannot_be_resumed(client, tenant):
     assert response.status_code == 409
 
 
-def test_cancel_by_the_escalator_skips_unsent_deliveries(app, client, tenant):
-    handoff = escalate(client, tenant)
+def test_cancel_by_the_escalator_skips_unsent_deliveries(app, app_env, client, tenant):
+    # never dispatched: a worker left running by an earlier test must not take a row first
+    handoff = escalate(app_without_broker(app_env).test_client(), tenant)
     response = client.post(f"/api/v1/handoffs/{handoff['id']}/cancel",
                            headers=tenant.headers("engineer"))
     assert response.status_code == 200 and response.get_json()["status"] == "cancelled"

@@ -211,19 +211,23 @@ def claim_many(delivery_ids: list[int]) -> list[Delivery]:
     all, renewed together); the rows taken, in id order."""
     now = utcnow()
     lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
-    rows = db.session.scalars(
-        db.update(Delivery).where(
-            Delivery.id.in_(delivery_ids), moving(S.SENDING, S.PENDING, S.FAILED),
-            or_(Delivery.status == S.PENDING,
-                Delivery.next_attempt_at <= now + timedelta(seconds=1)))
-        .values(status=str(S.SENDING), attempts=Delivery.attempts + 1,
-                lease_expires_at=now + lease, updated_at=now)
-        .returning(Delivery),
-        execution_options={"synchronize_session": False}).all()
+    rows = db.session.scalars(_CLAIM, {
+        "ids": delivery_ids, "due": now + timedelta(seconds=1), "lease_until": now + lease,
+        "now": now}, execution_options={"synchronize_session": False}).all()
     # the rows as the UPDATE returned them: reading them back after the commit would say the
     # same
     commit_keeping_loaded()
     return sorted(rows, key=lambda row: row.id)
+
+
+# built once: building the statement anew for every claim cost more than running it
+_CLAIM = db.update(Delivery).where(
+    Delivery.id.in_(bindparam("ids", expanding=True)), moving(S.SENDING, S.PENDING, S.FAILED),
+    or_(Delivery.status == S.PENDING,
+        Delivery.next_attempt_at <= bindparam("due", type_=DateTime(timezone=True)))).values(
+    status=str(S.SENDING), attempts=Delivery.attempts + 1,
+    lease_expires_at=bindparam("lease_until", type_=DateTime(timezone=True)),
+    updated_at=bindparam("now", type_=DateTime(timezone=True))).returning(Delivery)
 
 
 class Heartbeat:
@@ -287,21 +291,24 @@ def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
     lease (beat handed the row to another) must not overwrite the newer outcome."""
     lease = heartbeat.stop()
     sources_of(status, S.SENDING)
-    table = Delivery.__table__
-    recorded = _write_while_leased(lease, lambda: db.update(table).where(
-        table.c.id == delivery_id, table.c.status == S.SENDING,
-        table.c.lease_expires_at == lease).values(
-        status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
-        .returning(table.c.id, table.c.channel))
+    if status != S.PENDING:
+        recorded = _write_while_leased(lease, _RECORD, _record_params(
+            lease, [(delivery_id, status, values)]))
+    else:   # deferred: gives back its attempt
+        table = Delivery.__table__
+        recorded = _write_while_leased(lease, db.update(table).where(
+            table.c.id == delivery_id, table.c.status == S.SENDING,
+            table.c.lease_expires_at == lease).values(
+            status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
+            .returning(table.c.id, table.c.channel))
     _settled(status, values, recorded)
 
 
-def _write_while_leased(lease, statement: Callable[[], object],
-                        params: dict | None = None) -> list:
+def _write_while_leased(lease, statement, params: dict | None = None) -> list:
     """Run an outcome's UPDATE ... RETURNING and commit; the rows it returned."""
     while True:
         try:
-            recorded = db.session.execute(statement(), params).all()
+            recorded = db.session.execute(statement, params).all()
             db.session.commit()
             return recorded
         except OperationalError:
@@ -437,6 +444,30 @@ _GIVEN = func.unnest(
                column("sent_at", DateTime(timezone=True)), column("last_error", Text),
                column("next_attempt_at", DateTime(timezone=True))).render_derived("outcome")
 
+_TABLE = Delivery.__table__
+# each row's outcome, only where this claim (its lease) still holds the row; a failed row
+# keeps what it had of a message id and a sent time. Built once, like _GIVEN.
+_RECORD = db.update(_TABLE).where(
+    _TABLE.c.id == _GIVEN.c.id, _TABLE.c.status == S.SENDING,
+    _TABLE.c.lease_expires_at == bindparam("lease", type_=DateTime(timezone=True))).values(
+    status=_GIVEN.c.status, lease_expires_at=None,
+    updated_at=bindparam("now", type_=DateTime(timezone=True)),
+    external_id=func.coalesce(_GIVEN.c.external_id, _TABLE.c.external_id),
+    sent_at=func.coalesce(_GIVEN.c.sent_at, _TABLE.c.sent_at),
+    last_error=_GIVEN.c.last_error, next_attempt_at=_GIVEN.c.next_attempt_at,
+).returning(_TABLE.c.id, _TABLE.c.channel)
+
+
+def _record_params(lease, outcomes: list[tuple[int, DeliveryStatus, dict]]) -> dict:
+    """_RECORD's parameters for (row id, status, columns) outcomes, one element each."""
+    return {"lease": lease, "now": utcnow(),
+            "ids": [row_id for row_id, _, _ in outcomes],
+            "statuses": [str(status) for _, status, _ in outcomes],
+            "external_ids": [values.get("external_id") for _, _, values in outcomes],
+            "sent_ats": [values.get("sent_at") for _, _, values in outcomes],
+            "errors": [values.get("last_error") for _, _, values in outcomes],
+            "next_attempts": [values.get("next_attempt_at") for _, _, values in outcomes]}
+
 
 def _settle_many(heartbeat: Heartbeat, outcomes: list[tuple[int, int, Outcome]]) -> None:
     """Record a group's (id, handoff id, outcome)s in one UPDATE ... FROM unnest(...), each
@@ -452,22 +483,8 @@ def _settle_many(heartbeat: Heartbeat, outcomes: list[tuple[int, int, Outcome]])
              if outcome.status != S.PENDING]
     if not final:
         return
-    table, given = Delivery.__table__, _GIVEN
-    arrays = {"ids": [row_id for row_id, _, _ in final],
-              "statuses": [str(outcome.status) for _, _, outcome in final],
-              "external_ids": [outcome.values.get("external_id") for _, _, outcome in final],
-              "sent_ats": [outcome.values.get("sent_at") for _, _, outcome in final],
-              "errors": [outcome.values["last_error"] for _, _, outcome in final],
-              "next_attempts": [outcome.values["next_attempt_at"] for _, _, outcome in final]}
-    # a failed row keeps what it had of a message id and a sent time; the rest is the outcome
-    recorded = _write_while_leased(lease, lambda: db.update(table).where(
-        table.c.id == given.c.id, table.c.status == S.SENDING,
-        table.c.lease_expires_at == lease).values(
-        status=given.c.status, lease_expires_at=None, updated_at=utcnow(),
-        external_id=func.coalesce(given.c.external_id, table.c.external_id),
-        sent_at=func.coalesce(given.c.sent_at, table.c.sent_at),
-        last_error=given.c.last_error, next_attempt_at=given.c.next_attempt_at)
-        .returning(table.c.id, table.c.channel), arrays)
+    recorded = _write_while_leased(lease, _RECORD, _record_params(
+        lease, [(row_id, outcome.status, outcome.values) for row_id, _, outcome in final]))
     by_id = {row_id: [(row_id, channel)] for row_id, channel in recorded}
     for row_id, handoff_id, outcome in final:
         with logs.bound(delivery_id=row_id, handoff_id=handoff_id):

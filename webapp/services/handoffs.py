@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import and_, func, or_
+from sqlalchemy import and_, bindparam, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -268,11 +268,19 @@ def cancel(user: User, handoff_id: int) -> Handoff:
 def announce(handoff_id: int) -> None:
     """Tell the team's queues an escalation changed: handoff_updated with its summary (the
     handoff, its session, escalator and claimer read in one statement)."""
-    handoff = db.session.scalars(db.select(Handoff).where(Handoff.id == handoff_id).options(
-        joinedload(Handoff.session), joinedload(Handoff.creator), joinedload(Handoff.claimer))
-        .execution_options(populate_existing=True)).one_or_none()
+    handoff = db.session.scalars(_ANNOUNCED, {"id": handoff_id}).one_or_none()
     if handoff is not None and handoff.intent == "escalate":
         live.publish(handoff.account_id, "handoff_updated", {"handoff": summary(handoff)})
+
+
+# the workers' statements, built once: building one anew (its options, its cache key) cost
+# more than running it
+_ANNOUNCED = db.select(Handoff).where(Handoff.id == bindparam("id")).options(
+    joinedload(Handoff.session), joinedload(Handoff.creator), joinedload(Handoff.claimer)
+).execution_options(populate_existing=True)
+_CHANNEL_ROWS = db.select(Delivery).where(
+    Delivery.handoff_id.in_(bindparam("ids", expanding=True)),
+    Delivery.channel.in_(("assessment", "psa")))
 
 
 def skip_unsent(handoff: Handoff, reason: str) -> None:
@@ -290,8 +298,7 @@ def channel_rows(handoff_ids: list[int]) -> dict[tuple[int, str], Delivery]:
     """The assessment and PSA rows of these handoffs, keyed by (handoff id, channel)."""
     if not handoff_ids:
         return {}
-    rows = db.session.scalars(db.select(Delivery).where(
-        Delivery.handoff_id.in_(handoff_ids), Delivery.channel.in_(("assessment", "psa"))))
+    rows = db.session.scalars(_CHANNEL_ROWS, {"ids": list(handoff_ids)})
     return {(row.handoff_id, row.channel): row for row in rows}
 
 

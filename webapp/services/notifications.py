@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from flask import current_app
 from flask_mail import BadHeaderError, Message
+from sqlalchemy import bindparam
 from sqlalchemy.orm import aliased, joinedload
 
 from webapp.extensions import db
@@ -98,12 +99,17 @@ def escalation_emails(rows: list[Delivery]) -> Callable[[Delivery], str]:
     """The side effect of each row of a group: their handoffs (with the escalators the emails
     name) and recipients read in two statements for the whole group, not one per row."""
     handoffs = {handoff.id: handoff for handoff in db.session.scalars(
-        db.select(Handoff).options(joinedload(Handoff.creator))
-        .where(Handoff.id.in_({row.handoff_id for row in rows})))}
+        _GROUP_HANDOFFS, {"ids": sorted({row.handoff_id for row in rows})})}
     wanted = {row.recipient_user_id for row in rows} - {None}
     users = {user.id: user for user in db.session.scalars(
-        db.select(User).where(User.id.in_(wanted)))} if wanted else {}
+        _GROUP_RECIPIENTS, {"ids": sorted(wanted)})} if wanted else {}
     return lambda row: _send(handoffs[row.handoff_id], users.get(row.recipient_user_id), row)
+
+
+# built once: building a statement anew for every group cost more than running it
+_GROUP_HANDOFFS = db.select(Handoff).options(joinedload(Handoff.creator)).where(
+    Handoff.id.in_(bindparam("ids", expanding=True)))
+_GROUP_RECIPIENTS = db.select(User).where(User.id.in_(bindparam("ids", expanding=True)))
 
 
 def _send(handoff: Handoff, user: User | None, row: Delivery) -> str:
