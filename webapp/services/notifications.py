@@ -1,7 +1,9 @@
 """The escalation email: one per recipient, written so a senior can act on it."""
 from __future__ import annotations
 
+import copy
 import re
+import time
 from collections.abc import Callable
 
 from flask import current_app
@@ -84,6 +86,41 @@ def compose(handoff: Handoff, row: Delivery) -> Message:
     return message
 
 
+# Rendering a message (MIME, header folding) costs the worker more than sending it: the
+# recipients of one email in a group get one rendering, made for a stand-in and re-addressed.
+_STAND_IN_TO, _STAND_IN_ID = "stand-in@recipient.invalid", "<stand-in@message-id.invalid>"
+_TO_LINE, _ID_LINE = b"\r\nTo: %s\r\n", b"\r\nMessage-ID: %s\r\n"
+# an address that reads the same in a header as it is, and is too short to fold
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,120}")
+_PLAIN_ID = re.compile(r"<[A-Za-z0-9.-]{1,80}@[A-Za-z0-9.-]{1,40}>")
+
+
+def readdressed(message: Message, renderings: dict, key) -> Message:
+    """The message, its bytes taken from the rendering of the same email (`key`) for another
+    recipient, changed only in To and Message-ID. A message whose address or id a header
+    would quote, encode or fold is rendered on its own."""
+    recipient = message.recipients[0] if len(message.recipients) == 1 else ""
+    if not _PLAIN_ADDRESS.fullmatch(recipient) or not _PLAIN_ID.fullmatch(message.msgId):
+        return message
+    if key not in renderings:
+        stand_in = copy.copy(message)
+        stand_in.recipients, stand_in.msgId = [_STAND_IN_TO], _STAND_IN_ID
+        stand_in.date = time.time()
+        data = stand_in.as_bytes()
+        to, msg_id = _TO_LINE % _STAND_IN_TO.encode(), _ID_LINE % _STAND_IN_ID.encode()
+        plain = data.count(to) == 1 and data.count(msg_id) == 1 and \
+            data.count(_STAND_IN_TO.encode()) == 1
+        renderings[key] = (data, stand_in.date, to, msg_id) if plain else None
+    rendering = renderings[key]
+    if rendering is None:
+        return message
+    data, message.date, to, msg_id = rendering
+    data = data.replace(to, _TO_LINE % recipient.encode()).replace(
+        msg_id, _ID_LINE % message.msgId.encode())
+    message.as_bytes = lambda: data   # (what flask-mail's Connection.send sends)
+    return message
+
+
 def send_escalation_email(row: Delivery) -> str:
     """Side effect of an email row: send to its recipient unless no longer wanted."""
     # the handoff, the escalator the email names and the recipient: one statement, not four
@@ -103,7 +140,9 @@ def escalation_emails(rows: list[Delivery]) -> Callable[[Delivery], str]:
     wanted = {row.recipient_user_id for row in rows} - {None}
     users = {user.id: user for user in db.session.scalars(
         _GROUP_RECIPIENTS, {"ids": sorted(wanted)})} if wanted else {}
-    return lambda row: _send(handoffs[row.handoff_id], users.get(row.recipient_user_id), row)
+    renderings: dict = {}
+    return lambda row: _send(handoffs[row.handoff_id], users.get(row.recipient_user_id), row,
+                             renderings)
 
 
 # built once: building a statement anew for every group cost more than running it
@@ -112,7 +151,8 @@ _GROUP_HANDOFFS = db.select(Handoff).options(joinedload(Handoff.creator)).where(
 _GROUP_RECIPIENTS = db.select(User).where(User.id.in_(bindparam("ids", expanding=True)))
 
 
-def _send(handoff: Handoff, user: User | None, row: Delivery) -> str:
+def _send(handoff: Handoff, user: User | None, row: Delivery,
+          renderings: dict | None = None) -> str:
     if handoff.status == "cancelled":
         raise Skip("escalation cancelled")
     if handoff.status == "claimed":
@@ -120,6 +160,8 @@ def _send(handoff: Handoff, user: User | None, row: Delivery) -> str:
     if user is None or user.deleted_at is not None or user.role not in SENIOR_ROLES:
         raise Skip("recipient is no longer an active senior")
     message = compose(handoff, row)
+    if renderings is not None:
+        message = readdressed(message, renderings, (handoff.id, row.purpose))
     try:
         mail.send(message)
     except BadHeaderError as error:   # no retry can mend the message
