@@ -31,6 +31,9 @@ def test_escalation_to_five_teammates_sends_five_emails_one_each(app, client, te
                 for label in ("owner", "admin", "engineer2", "engineer3", "engineer4")}
     received = smtp_server.about(handoff["id"])
     assert sorted(r for m in received for r in m.rcpt_tos) == sorted(expected)
+    # each message is addressed in its headers to its own recipient, with its own id
+    assert all(m.message["To"].lower() == m.rcpt_tos[0] for m in received)
+    assert len({m.message["Message-ID"] for m in received}) == 5
     message = smtp_server.to(team.users["admin"]["email"])[0]
     assert message.subject.startswith("[URGENT] Escalation: Exchange mail stuck (Contoso)")
     assert team.users["engineer"]["name"] in message.subject
