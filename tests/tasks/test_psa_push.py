@@ -1,6 +1,7 @@
 """The PSA note through a real worker against a local server speaking each PSA's API."""
 import base64
 import html
+import json
 import threading
 import time
 from datetime import timedelta
@@ -15,8 +16,10 @@ from tests.servers import psa as fake
 from webapp import create_app
 from webapp.extensions import db
 from webapp.integrations.psa.limits import MAX_WAIT
+from webapp.live import stream_key
 from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
+from webapp.redis_client import get_redis
 from webapp.services import deliveries, psa_push
 from webapp.services.channels import channel
 
@@ -88,6 +91,16 @@ def test_one_note_on_the_right_ticket_with_the_right_auth(app, client, tenant, p
         assert isinstance(post.json(), list) and post.json()[0]["hiddenfromuser"] is True
     body = client.get(f"/api/v1/handoffs/{handoff['id']}", headers=tenant.headers()).get_json()
     assert body["psa"]["status"] == "sent" and body["psa"]["note_id"] == row.external_id
+
+    def announced():   # the queues hear of the note, with the assessment's and note's rows
+        entries = get_redis(app).xrange(stream_key(tenant.account_id))
+        events = [json.loads(fields[b"data"]) for _, fields in entries
+                  if fields[b"event"] == b"handoff_updated"]
+        return [e for e in events if e["handoff"]["id"] == handoff["id"]
+                and e["handoff"]["psa"]["status"] == "sent"]
+    event = wait_for(announced, 10, message="handoff_updated with the note")[0]
+    assert event["handoff"]["psa"]["note_id"] == row.external_id
+    assert event["handoff"]["assessment"]["status"] == "ready"
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from flask import current_app
 from sqlalchemy import and_, bindparam, func, or_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import aliased, joinedload, selectinload
 
 from webapp import live, logs, metrics
 from webapp.extensions import db
@@ -267,17 +267,27 @@ def cancel(user: User, handoff_id: int) -> Handoff:
 
 def announce(handoff_id: int) -> None:
     """Tell the team's queues an escalation changed: handoff_updated with its summary (the
-    handoff, its session, escalator and claimer read in one statement)."""
-    handoff = db.session.scalars(_ANNOUNCED, {"id": handoff_id}).one_or_none()
-    if handoff is not None and handoff.intent == "escalate":
-        live.publish(handoff.account_id, "handoff_updated", {"handoff": summary(handoff)})
+    handoff, its session, escalator, claimer, assessment and PSA rows read in one
+    statement)."""
+    found = db.session.execute(_ANNOUNCED, {"id": handoff_id}).first()
+    if found is None:
+        return
+    handoff, assessment, psa = found
+    if handoff.intent == "escalate":
+        rows = {(handoff.id, row.channel): row for row in (assessment, psa) if row is not None}
+        live.publish(handoff.account_id, "handoff_updated",
+                     {"handoff": summary(handoff, rows)})
 
 
 # the workers' statements, built once: building one anew (its options, its cache key) cost
 # more than running it
-_ANNOUNCED = db.select(Handoff).where(Handoff.id == bindparam("id")).options(
-    joinedload(Handoff.session), joinedload(Handoff.creator), joinedload(Handoff.claimer)
-).execution_options(populate_existing=True)
+_ASSESSMENT_ROW, _PSA_ROW = aliased(Delivery), aliased(Delivery)
+_ANNOUNCED = db.select(Handoff, _ASSESSMENT_ROW, _PSA_ROW).where(
+    Handoff.id == bindparam("id")).outerjoin(_ASSESSMENT_ROW, and_(
+        _ASSESSMENT_ROW.handoff_id == Handoff.id, _ASSESSMENT_ROW.channel == "assessment")
+).outerjoin(_PSA_ROW, and_(_PSA_ROW.handoff_id == Handoff.id, _PSA_ROW.channel == "psa")
+).options(joinedload(Handoff.session), joinedload(Handoff.creator),
+          joinedload(Handoff.claimer)).execution_options(populate_existing=True)
 _CHANNEL_ROWS = db.select(Delivery).where(
     Delivery.handoff_id.in_(bindparam("ids", expanding=True)),
     Delivery.channel.in_(("assessment", "psa")))
