@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from flask import current_app, g, request
+from sqlalchemy import DateTime, bindparam
 
 from webapp import token_lookups
 from webapp.errors import ApiError
@@ -44,14 +45,16 @@ def issue_token(user: User) -> tuple[str, int]:
 
 
 def user_for_token(token: str) -> tuple[User, ApiToken] | None:
-    row = db.session.execute(
-        db.select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(
-            ApiToken.token_hash == token_digest(token),
-            ApiToken.revoked_at.is_(None),
-            ApiToken.expires_at > utcnow(),
-            User.deleted_at.is_(None),
-        )).first()
+    row = db.session.execute(_TOKEN_AND_USER, {"digest": token_digest(token),
+                                               "now": utcnow()}).first()
     return (row.User, row.ApiToken) if row else None
+
+
+# built once, as every request asks it: building it anew cost more than running it
+_TOKEN_AND_USER = db.select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(
+    ApiToken.token_hash == bindparam("digest"), ApiToken.revoked_at.is_(None),
+    ApiToken.expires_at > bindparam("now", type_=DateTime(timezone=True)),
+    User.deleted_at.is_(None))
 
 
 def bearer_token() -> str | None:

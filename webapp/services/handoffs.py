@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import and_, bindparam, func, or_
+from sqlalchemy import Integer, and_, bindparam, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, joinedload, selectinload
 
@@ -35,11 +35,8 @@ def take_snapshot(session: AiSession) -> dict:
     config = current_app.config
     # the newest messages and the count of them all: one statement (the window counts
     # every row the WHERE keeps, before the LIMIT)
-    newest = db.session.execute(db.select(
-        SessionMessage.id, SessionMessage.role, SessionMessage.content,
-        SessionMessage.created_at, func.count().over().label("total"),
-    ).where(SessionMessage.session_id == session.id).order_by(SessionMessage.id.desc())
-        .limit(config["SNAPSHOT_MAX_MESSAGES"])).all()
+    newest = db.session.execute(_NEWEST_MESSAGES, {
+        "session_id": session.id, "limit": config["SNAPSHOT_MAX_MESSAGES"]}).all()
     total = newest[0].total if newest else 0
     messages, characters = [], 0
     for m in newest:
@@ -61,6 +58,20 @@ def take_snapshot(session: AiSession) -> dict:
     }
 
 
+# the statements every escalation runs, built once: building one anew cost more than running it
+_NEWEST_MESSAGES = db.select(
+    SessionMessage.id, SessionMessage.role, SessionMessage.content, SessionMessage.created_at,
+    func.count().over().label("total"),
+).where(SessionMessage.session_id == bindparam("session_id")).order_by(
+    SessionMessage.id.desc()).limit(bindparam("limit", type_=Integer))
+# the session, locked, with its account and the id of its open handoff if it has one
+_SESSION_TO_HAND_OFF = db.select(AiSession, Account, db.select(Handoff.id).where(
+    Handoff.session_id == AiSession.id, Handoff.status == "open").limit(1).scalar_subquery()
+).join(Account, Account.id == AiSession.account_id).where(
+    AiSession.id == bindparam("session_id"), AiSession.account_id == bindparam("account_id"),
+).with_for_update(of=AiSession)
+
+
 def _open_handoff_id(session_id: int) -> int | None:
     return db.session.scalar(db.select(Handoff.id).where(
         Handoff.session_id == session_id, Handoff.status == "open"))
@@ -71,12 +82,8 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
     """Write the handoff, its snapshot, the session's status and every delivery row in one
     transaction; then publish and enqueue, neither of which may fail the call."""
     # the session, locked, with the id of its open handoff if it has one: one statement
-    open_handoff = db.select(Handoff.id).where(
-        Handoff.session_id == AiSession.id, Handoff.status == "open").limit(1).scalar_subquery()
-    found = db.session.execute(db.select(AiSession, Account, open_handoff).join(
-        Account, Account.id == AiSession.account_id).where(
-        AiSession.id == session_id, AiSession.account_id == user.account_id,
-    ).with_for_update(of=AiSession)).one_or_none()
+    found = db.session.execute(_SESSION_TO_HAND_OFF, {
+        "session_id": session_id, "account_id": user.account_id}).one_or_none()
     if found is None:
         raise NotFound("session")
     session, account, open_handoff_id = found
