@@ -135,8 +135,12 @@ def summarise() -> list[dict]:
     sse = load("sse")
     if sse:
         idle = sse["idle_subscribers"]
-        rows.append(row(f"idle subscribers: {idle['subscribers']:,} under 30 KB each, one "
+        asked = idle.get("asked", idle["subscribers"])
+        refused = sum((idle.get("not_ready") or {}).values())
+        rows.append(row(f"idle subscribers: {asked:,} under 30 KB each, one "
                         "event to all within 1 s", "10,000 wanted",
+                        f"{idle['subscribers']:,} got `ready`"
+                        + (f" ({refused:,} did not)" if refused else "") + ", "
                         f"{idle['rss_kib_per_subscriber']} KiB each, "
                         f"{idle['received_within_1s_of_post_start']:,} within 1 s",
                         idle["subscribers"] >= 10000 and idle["rss_kib_per_subscriber"] < 30

@@ -217,8 +217,16 @@ async def hold_subscribers(server: Gunicorn, accounts: list[dict], count: int,
     subscribers = []  # (account index, reader, writer)
     arrivals: dict[int, float] = {}
     limit = asyncio.Semaphore(connect_concurrency)
+    failures: dict[str, int] = {}   # what the subscribers that got no `ready` got instead
 
     async def connect(number: int):
+        try:
+            await open_one(number)
+        except (TimeoutError, OSError, RuntimeError) as error:
+            reason = f"{type(error).__name__}: {str(error)[:80]}"
+            failures[reason] = failures.get(reason, 0) + 1
+
+    async def open_one(number: int):
         index = number % len(accounts)
         async with limit:
             reader, writer = await asyncio.open_connection(host, port)
@@ -265,7 +273,8 @@ async def hold_subscribers(server: Gunicorn, accounts: list[dict], count: int,
                  for number in arrivals]
     for _, _, writer in subscribers:
         writer.close()
-    return {"subscribers": count, "accounts": len(accounts),
+    return {"subscribers": len(subscribers), "asked": count, "not_ready": failures,
+            "accounts": len(accounts),
             "connected_in_s": round(connected_in, 2), "worker_rss_kib_idle": rss_kib,
             "received": len(arrivals),
             "received_within_1s_of_post_start": sum(1 for value in from_start if value <= 1.0),
@@ -353,6 +362,8 @@ def main() -> None:
                "CELERY_BROKER_URL": redis_url, "SECRET_KEY": "bench-secret",
                "PASSWORD_HASH_TIME_COST": "1", "PASSWORD_HASH_MEMORY_KIB": "8192",
                # thousands of idle streams of a few users: past the product's default caps
+               # gunicorn serves at most this many connections at once (4,000 by default)
+               "WEB_WORKER_CONNECTIONS": str(args.subscribers + args.storm + 100),
                "SSE_MAX_STREAMS_PER_USER": str(args.subscribers + 10),
                "SSE_MAX_STREAMS_PER_ACCOUNT": str(max(args.subscribers, args.storm) + 10)}
         accounts = make_accounts(env, args.accounts, args.storm)
@@ -383,7 +394,7 @@ def main() -> None:
             storm["web_log_database_unavailable"] = storm_log.count("database unavailable")
     idle["worker_rss_kib_before"] = rss_before
     idle["rss_kib_per_subscriber"] = round(
-        (idle["worker_rss_kib_idle"] - rss_before) / args.subscribers, 1)
+        (idle["worker_rss_kib_idle"] - rss_before) / max(idle["subscribers"], 1), 1)
     results = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
