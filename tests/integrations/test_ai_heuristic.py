@@ -431,8 +431,8 @@ def _rule_patterns() -> list:
 def _pattern_corpus(patterns: list) -> list[str]:
     """Texts that hit many of the rules: the cases above, and every rule's needles in upper,
     title and lower case, glued to neighbours and spaced out, with and without accents."""
-    from webapp.integrations.ai.heuristic import _lower_case_twin
-    needles = [needle for pattern in patterns if (twin := _lower_case_twin(pattern))
+    from webapp.integrations.ai.rule_search import lower_case_twin
+    needles = [needle for pattern in patterns if (twin := lower_case_twin(pattern))
                for needle in twin.needles or ()]
     soup = " ".join(needles)
     texts = [soup, soup.upper(), soup.title(), "".join(needles).upper(),
@@ -446,11 +446,11 @@ def _pattern_corpus(patterns: list) -> list[str]:
 def test_the_fast_rule_search_finds_exactly_what_the_rules_find_ignoring_case() -> None:
     """Rules are searched over lower-cased text by case-sensitive twins, skipped when none of
     their needles is there: every rule must find what its own pattern finds ignoring case."""
-    from webapp.integrations.ai.heuristic import _Searchable
+    from webapp.integrations.ai.rule_search import Searchable
     patterns = _rule_patterns()
     matched = set()
     for text in _pattern_corpus(patterns):
-        searchable = _Searchable(text)
+        searchable = Searchable(text)
         for pattern in patterns:
             expected = pattern.search(text)
             assert bool(searchable.search(pattern)) == bool(expected), (pattern.pattern, text)
@@ -468,8 +468,8 @@ def test_the_fast_rule_search_finds_exactly_what_the_rules_find_ignoring_case() 
 def test_only_patterns_that_mean_the_same_on_lower_case_text_get_a_twin(source, fast) -> None:
     import re
 
-    from webapp.integrations.ai.heuristic import _lower_case_twin
-    assert (_lower_case_twin(re.compile(source, re.IGNORECASE)) is not None) is fast
+    from webapp.integrations.ai.rule_search import lower_case_twin
+    assert (lower_case_twin(re.compile(source, re.IGNORECASE)) is not None) is fast
 
 
 @pytest.mark.parametrize(("source", "safe"), [
@@ -478,16 +478,16 @@ def test_only_patterns_that_mean_the_same_on_lower_case_text_get_a_twin(source, 
 def test_the_whole_text_settles_a_rule_only_without_anchors_or_lookarounds(source, safe):
     import re
 
-    from webapp.integrations.ai.heuristic import _found_in_a_part_is_found_in_the_whole
-    assert _found_in_a_part_is_found_in_the_whole(re.compile(source)) is safe
+    from webapp.integrations.ai.rule_search import found_in_a_part_is_found_in_the_whole
+    assert found_in_a_part_is_found_in_the_whole(re.compile(source)) is safe
 
 
 def test_a_twin_has_needles_only_when_every_match_holds_one() -> None:
     import re
 
-    from webapp.integrations.ai.heuristic import _lower_case_twin
+    from webapp.integrations.ai.rule_search import lower_case_twin
     def needles(source):
-        return _lower_case_twin(re.compile(source, re.IGNORECASE)).needles
+        return lower_case_twin(re.compile(source, re.IGNORECASE)).needles
     assert needles(r"\bdns\b") == ("dns",)
     assert needles(r"\b(?:a|cname|srv|ptr) records?\b") == (" record",)
     assert set(needles(r"nslookup|flushdns|\bdig\b")) == {"nslookup", "flushdns", "dig"}

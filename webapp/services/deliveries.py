@@ -295,12 +295,11 @@ def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
         recorded = _write_while_leased(lease, _RECORD, _record_params(
             lease, [(delivery_id, status, values)]))
     else:   # deferred: gives back its attempt
-        table = Delivery.__table__
-        recorded = _write_while_leased(lease, db.update(table).where(
-            table.c.id == delivery_id, table.c.status == S.SENDING,
-            table.c.lease_expires_at == lease).values(
+        recorded = _write_while_leased(lease, db.update(_TABLE).where(
+            _TABLE.c.id == delivery_id, _TABLE.c.status == S.SENDING,
+            _TABLE.c.lease_expires_at == lease).values(
             status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
-            .returning(table.c.id, table.c.channel))
+            .returning(_TABLE.c.id, _TABLE.c.channel))
     _settled(status, values, recorded)
 
 

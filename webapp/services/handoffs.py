@@ -295,9 +295,6 @@ _ANNOUNCED = db.select(Handoff, _ASSESSMENT_ROW, _PSA_ROW).where(
 ).outerjoin(_PSA_ROW, and_(_PSA_ROW.handoff_id == Handoff.id, _PSA_ROW.channel == "psa")
 ).options(joinedload(Handoff.session), joinedload(Handoff.creator),
           joinedload(Handoff.claimer)).execution_options(populate_existing=True)
-_CHANNEL_ROWS = db.select(Delivery).where(
-    Delivery.handoff_id.in_(bindparam("ids", expanding=True)),
-    Delivery.channel.in_(("assessment", "psa")))
 
 
 def skip_unsent(handoff: Handoff, reason: str) -> None:
@@ -309,6 +306,12 @@ def skip_unsent(handoff: Handoff, reason: str) -> None:
 
 def _user_ref(user: User | None) -> dict | None:
     return {"id": user.id, "name": user.name} if user else None
+
+
+# built once, as every queue page and summary asks it
+_CHANNEL_ROWS = db.select(Delivery).where(
+    Delivery.handoff_id.in_(bindparam("ids", expanding=True)),
+    Delivery.channel.in_(("assessment", "psa")))
 
 
 def channel_rows(handoff_ids: list[int]) -> dict[tuple[int, str], Delivery]:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import functools
 import re
-import re._constants as re_constants
-import re._parser as re_parser
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from webapp.integrations.ai.base import Assessment, AssessmentProvider
 from webapp.integrations.ai.heuristic_rules import RULES_FILE, Area, Step, compile_ci, load_rules
+from webapp.integrations.ai.rule_search import Searchable, found_in_a_part_is_found_in_the_whole
 
 MODEL = "rules-v1"
 
@@ -193,9 +191,9 @@ class _CaseText:
     everything: str
 
     @functools.cached_property
-    def searchable(self) -> tuple[_Searchable, _Searchable, _Searchable]:
+    def searchable(self) -> tuple[Searchable, Searchable, Searchable]:
         """(engineer, assistant, everything), each ready to be searched by the rules."""
-        return _Searchable(self.engineer), _Searchable(self.assistant), _Searchable(self.everything)
+        return Searchable(self.engineer), Searchable(self.assistant), Searchable(self.everything)
 
     @classmethod
     def from_case(cls, case: dict) -> _CaseText:
@@ -239,99 +237,6 @@ def _field(case: dict, name: str) -> str:
     return _clean(case.get(name), MAX_FIELD_CHARS).strip()
 
 
-# Inline flags ((?-i:...)) and escapes that name a character by its code ("\x41") are case
-# rules of their own; anchors and lookarounds can tell the parts of a text from the whole.
-_INLINE_FLAGS = re.compile(r"\(\?[a-zA-Z-]")
-_CODE_ESCAPES = re.compile(r"\\(?:[xuUN0-9])")
-_EDGE_SENSITIVE = re.compile(r"[$^]|\\[AZ]|\(\?<?[=!]")
-
-
-@dataclass(frozen=True)
-class _Twin:
-    """A rule's pattern made case-sensitive, to search lower-cased ASCII text; and needles,
-    substrings one of which every match contains (None when no such set was found)."""
-
-    pattern: re.Pattern
-    needles: tuple[str, ...] | None
-
-
-@functools.cache
-def _lower_case_twin(pattern: re.Pattern) -> _Twin | None:
-    """The pattern's twin, which finds in lower-cased ASCII text what the pattern finds
-    ignoring case in the original: when the pattern is ASCII with no upper-case letter (so no
-    \\B, \\D, \\S or \\W), no inline flags and no escape that names a character by its code.
-    Python's re scans ignoring case without its literal-prefix search, and a `\\b` first
-    stops that search too; `needle in text` skips most patterns at C speed."""
-    source = pattern.pattern
-    if (not pattern.flags & re.IGNORECASE or not source.isascii() or source != source.lower()
-            or _INLINE_FLAGS.search(source) or _CODE_ESCAPES.search(source)):
-        return None
-    twin = re.compile(source, pattern.flags & ~re.IGNORECASE)
-    try:
-        needles = _needles(re_parser.parse(source, twin.flags))
-    except Exception:   # noqa: BLE001 - the parser is CPython's own; without it, no needles
-        needles = None
-    return _Twin(twin, needles)
-
-
-def _needles(sequence) -> tuple[str, ...] | None:
-    """Substrings one of which every match of the parsed sequence contains: a run of
-    literals, or one needle from each branch of an alternation that must match."""
-    best: tuple[str, ...] | None = None
-
-    def consider(candidate: tuple[str, ...] | None) -> None:
-        nonlocal best
-        if candidate and (best is None or min(map(len, candidate)) > min(map(len, best))):
-            best = candidate
-
-    run: list[str] = []
-    for op, argument in sequence:
-        if op is re_constants.LITERAL:
-            run.append(chr(argument))
-            continue
-        consider(("".join(run),) if run else None)
-        run = []
-        if op is re_constants.BRANCH:
-            branches = [_needles(branch) for branch in argument[1]]
-            if all(branches):
-                consider(tuple(needle for branch in branches for needle in branch))
-        elif op is re_constants.SUBPATTERN:
-            consider(_needles(argument[3]))
-        elif op in (re_constants.MAX_REPEAT, re_constants.MIN_REPEAT) and argument[0] >= 1:
-            consider(_needles(argument[2]))
-    consider(("".join(run),) if run else None)
-    return best
-
-
-@functools.cache
-def _found_in_a_part_is_found_in_the_whole(pattern: re.Pattern) -> bool:
-    """Whether a match in the engineer's or the assistant's text is also a match in the two
-    joined by a line break: true without anchors and lookarounds."""
-    return not _EDGE_SENSITIVE.search(pattern.pattern)
-
-
-class _Searchable:
-    """A text the rules search, with its lower-cased twin when it is ASCII."""
-
-    __slots__ = ("text", "lowered")
-
-    def __init__(self, text: str):
-        self.text = text
-        self.lowered = text.lower() if text.isascii() else None
-
-    def search(self, pattern: re.Pattern) -> re.Match | None:
-        if self.lowered is None or (twin := _lower_case_twin(pattern)) is None:
-            return pattern.search(self.text)
-        if twin.needles is not None and not any(n in self.lowered for n in twin.needles):
-            return None
-        return twin.pattern.search(self.lowered)
-
-    def finditer(self, pattern: re.Pattern) -> Iterator[re.Match]:
-        if self.lowered is None or (twin := _lower_case_twin(pattern)) is None:
-            return pattern.finditer(self.text)
-        return twin.pattern.finditer(self.lowered)
-
-
 def _score_areas(text: _CaseText, facts: Facts) -> dict[str, float]:
     engineer, assistant, everything = text.searchable
     scores: dict[str, float] = {}
@@ -339,7 +244,7 @@ def _score_areas(text: _CaseText, facts: Facts) -> dict[str, float]:
         score = 0.0
         for pattern, weight in area.signals:
             # most signals are absent: one search of the whole settles those
-            if _found_in_a_part_is_found_in_the_whole(pattern) and not everything.search(pattern):
+            if found_in_a_part_is_found_in_the_whole(pattern) and not everything.search(pattern):
                 continue
             if engineer.search(pattern):
                 score += weight
@@ -357,7 +262,7 @@ def _score_areas(text: _CaseText, facts: Facts) -> dict[str, float]:
     return scores
 
 
-def _hint_hits(pattern: re.Pattern, text: _Searchable) -> int:
+def _hint_hits(pattern: re.Pattern, text: Searchable) -> int:
     found: set[str] = set()
     for match in text.finditer(pattern):
         found.add(match.group(0).lower())
@@ -374,7 +279,7 @@ class _CauseFit:
     hints: int
 
 
-def _cause_fits(area: Area, area_score: float, text: _Searchable) -> list[_CauseFit]:
+def _cause_fits(area: Area, area_score: float, text: Searchable) -> list[_CauseFit]:
     """How likely each of the area's causes is for this case."""
     fits = []
     for index, cause in enumerate(area.causes):
