@@ -5,7 +5,6 @@ import logging
 from celery import shared_task
 from sqlalchemy import bindparam
 
-from tasks.notifications import send_group
 from webapp import logs
 from webapp.extensions import db
 from webapp.models import Delivery
@@ -21,23 +20,29 @@ _PENDING_ROWS = db.select(Delivery.id, Delivery.channel).where(
 
 @shared_task(name="handoffs.dispatch", acks_late=True)
 def dispatch_handoff(handoff_id: int) -> int:
-    """Run the handoff's local rows here (the heuristic assessment), then enqueue the tasks
-    of its other pending rows, channel by channel in the registry's order, and send its first
-    group of emails here: the team hears at once, and the commonest escalation (a handful of
-    seniors) costs two tasks fewer. Returns how many rows."""
+    """Enqueue the tasks of the handoff's pending rows, channel by channel in the registry's
+    order, in groups where the channel sends in groups; but run its first group of emails
+    and its local rows (the heuristic assessment) here, as one group: the team hears at once,
+    and the commonest escalation (a handful of seniors) costs two tasks, two claims and two
+    outcome writes fewer. A row whose task reads what the local rows write (the PSA note) is
+    enqueued once they are recorded. Returns how many rows."""
     logs.bind(handoff_id=handoff_id)
-    rows = db.session.execute(_PENDING_ROWS, {"handoff_id": handoff_id}).all()
-    later = []
-    for row in rows:
-        if not channels.runs_locally(row.channel):
-            later.append((row.id, row.channel))
-            continue
+    rows = [(row.id, row.channel) for row in db.session.execute(
+        _PENDING_ROWS, {"handoff_id": handoff_id})]
+    local = [row for row in rows if channels.runs_locally(row[1])]
+    later = [row for row in rows if row not in local]
+    waiting = [row for row in later if channels.channel(row[1]).waits_for_local] \
+        if local else []
+    emails = channels.enqueue_rows([row for row in later if row not in waiting], keep="email")
+    # emails first: the team hears before the assessment is made, and a failed email (whose
+    # outcome rolls the session back) cannot discard the assessment written after it
+    here = [(row_id, "email") for row_id in emails] + local
+    if here:
         try:
-            channels.drive(row.channel, row.id)
-        except Exception:  # e.g. the database went away: beat hands the row back
-            log.exception("%s delivery %s not driven; left for redelivery", row.channel, row.id)
+            channels.drive_together(here)
+        except Exception:  # e.g. the database went away: beat hands the rows back
+            log.exception("deliveries %s not driven; left for redelivery",
+                          [row_id for row_id, _ in here])
             db.session.remove()
-    emails = channels.enqueue_rows(later, keep="email")
-    if emails:
-        send_group(emails)
+    channels.enqueue_rows(waiting)
     return len(rows)

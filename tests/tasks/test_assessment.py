@@ -148,3 +148,44 @@ def test_dispatch_runs_the_local_heuristic_itself_and_leaves_a_remote_provider_t
         assert (handoff.assessment is not None) is by_dispatch
         if by_dispatch:
             assert handoff.assessment["provider"] == "heuristic"
+
+
+def test_dispatch_keeps_the_assessment_when_an_email_of_its_group_is_not_sent(
+        app, app_env, make_tenant, smtp_server):
+    """Dispatch runs the first emails and the heuristic assessment as one group (one claim,
+    one outcome write). An email that is not sent (its recipient is no longer a senior, so its
+    outcome rolls the session back) undoes neither the assessment nor the other emails."""
+    from tasks.dispatch import dispatch_handoff
+    from tests.conftest import app_config
+    from tests.factories import UNREACHABLE_AMQP, UNREACHABLE_REDIS, undispatched_handoff
+    from webapp import create_app
+    from webapp.config import broker_is_amqp
+    from webapp.models import User
+    tenant = make_tenant("Initech", extra_engineers=1)
+    handoff_id = undispatched_handoff(app_env, tenant, note="DNS fails on DC01")
+    demoted = tenant.users["admin"]["id"]
+    with app.app_context():
+        db.session.get(User, demoted).role = "viewer"
+        db.session.commit()
+    broker = UNREACHABLE_AMQP if broker_is_amqp(app_env["CELERY_BROKER_URL"]) \
+        else UNREACHABLE_REDIS
+    dispatcher = create_app(app_config(app_env, REDIS_URL=UNREACHABLE_REDIS,
+                                       CELERY_BROKER_URL=broker, AI_PROVIDER="heuristic"))
+    with dispatcher.app_context():
+        dispatch_handoff(handoff_id)
+    with app.app_context():
+        rows = db.session.scalars(db.select(Delivery).where(
+            Delivery.handoff_id == handoff_id, Delivery.channel.in_(("assessment", "email")))
+            .order_by(Delivery.id)).all()
+        handoff = db.session.get(Handoff, handoff_id)
+        by_recipient = {row.recipient_user_id: row for row in rows if row.channel == "email"}
+        assessment = next(row for row in rows if row.channel == "assessment")
+        assert (assessment.status, assessment.attempts) == ("sent", 1)
+        assert handoff.assessment is not None and handoff.assessment["provider"] == "heuristic"
+        assert len(by_recipient) == 3 and demoted in by_recipient
+        assert (by_recipient[demoted].status, by_recipient[demoted].last_error) == (
+            "skipped", "recipient is no longer an active senior")
+        sent = [row for row in by_recipient.values() if row.status == "sent"]
+        assert len(sent) == 2 and all(row.attempts == 1 for row in sent)
+        recipients = sorted(row.recipient for row in sent)
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.about(handoff_id)) == recipients

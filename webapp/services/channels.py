@@ -28,6 +28,9 @@ class Channel:
     # whether dispatch runs the row itself: true while its side effect calls no other server
     # (a task of its own costs the worker more than the side effect; later rows wait on it)
     local: Callable[[], bool] | None = None
+    # whether its task reads what the local rows write (the PSA note carries the
+    # assessment): dispatch enqueues it once they are recorded, not before
+    waits_for_local: bool = False
 
 
 # in dispatch order: the assessment first (the PSA note waits a little for it; emails don't)
@@ -45,7 +48,7 @@ REGISTRY: dict[str, Channel] = {channel.name: channel for channel in (
             notifications.send_escalation_email, group_task="notifications.send_emails",
             group_size=8, group_side_effects=notifications.escalation_emails),
     Channel("psa", "psa.push_handoff", RetryPolicy(5.0, 600.0, 8), psa_push.push_note,
-            on_settled=announce),
+            on_settled=announce, waits_for_local=True),
     # Slack allows about a message a second per webhook: a 429's Retry-After sets the wait
     Channel("chat", "chat.post_message", RetryPolicy(5.0, 600.0, 8), chat.post_message),
 )}
@@ -68,6 +71,34 @@ def drive_group(name: str, delivery_ids: list[int]) -> None:
     found = REGISTRY[name]
     with logs.bound(channel=name):
         deliveries.drive_many(found.task, delivery_ids, found.group_side_effects, found.policy)
+
+
+def drive_together(rows: list[tuple[int, str]]) -> None:
+    """Run (delivery id, channel) rows of several channels as one group, their side effects
+    in the order given: one claim, one lease, one outcome write, where each channel's rows
+    on their own would cost one of each. Then each channel's on_settled, once per handoff,
+    and each row's next try through its own channel's task."""
+    names = dict(rows)
+
+    def side_effects(claimed: list[Delivery]) -> Callable[[Delivery], str | None]:
+        effects = {}
+        for name in {names[row.id] for row in claimed}:
+            found = REGISTRY[name]
+            effects[name] = found.group_side_effects([
+                row for row in claimed if names[row.id] == name]) \
+                if found.group_side_effects else found.side_effect
+        return lambda row: effects[names[row.id]](row)
+
+    ran = deliveries.run_group([row_id for row_id, _ in rows], side_effects,
+                               lambda name: REGISTRY[name].policy)
+    for found in REGISTRY.values():
+        mine = [each for each in ran if each.channel == found.name]
+        deliveries.schedule(found.task, {each.row_id: each.outcome.retry_in for each in mine
+                                         if each.outcome.retry_in is not None})
+        if found.on_settled is not None:
+            for handoff_id in dict.fromkeys(each.handoff_id for each in mine
+                                            if each.outcome.status != deliveries.S.PENDING):
+                found.on_settled(handoff_id)
 
 
 def runs_locally(name: str) -> bool:

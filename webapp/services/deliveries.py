@@ -359,28 +359,51 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
 def run_many(delivery_ids: list[int], side_effects: Callable[[list[Delivery]],
              Callable[[Delivery], str | None]], policy: RetryPolicy) -> dict[int, float]:
     """`run` for a group of rows: claimed in one statement under one lease, each side effect
-    done in turn (`side_effects(rows)` reads what they all need once, and gives the side
-    effect of one row), the outcomes recorded in one statement. Returns {row id: delay} for
-    the rows whose task should run again. A worker killed before the outcomes are recorded
-    leaves the whole group to be retaken when its lease runs out, as `run` leaves its row."""
+    done in turn, in id order (`side_effects(rows)` reads what they all need once, and gives
+    the side effect of one row), the outcomes recorded in one statement. Returns {row id:
+    delay} for the rows whose task should run again. A worker killed before the outcomes are
+    recorded leaves the whole group to be retaken when its lease runs out, as `run` leaves
+    its row."""
+    return {ran.row_id: ran.outcome.retry_in for ran in run_group(
+        sorted(delivery_ids), side_effects, lambda channel: policy)
+        if ran.outcome.retry_in is not None}
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One row of a group as its run left it."""
+    row_id: int
+    handoff_id: int
+    channel: str
+    outcome: Outcome
+
+
+def run_group(delivery_ids: list[int], side_effects: Callable[[list[Delivery]],
+              Callable[[Delivery], str | None]],
+              policy_of: Callable[[str], RetryPolicy]) -> list[Ran]:
+    """`run_many` for rows that may be of several channels (`policy_of` gives a channel's
+    retry policy), their side effects done in the order of `delivery_ids`: one claim, one
+    lease, one outcome write. What each taken row came to, in that order."""
     rows = claim_many(delivery_ids)
     if len(rows) < len(delivery_ids):
         log.info("%d of %d delivery rows not taken: done, held by another worker, or not "
                  "yet due", len(delivery_ids) - len(rows), len(delivery_ids))
     if not rows:
-        return {}
+        return []
+    place = {row_id: index for index, row_id in enumerate(delivery_ids)}
+    rows.sort(key=lambda row: place[row.id])
     side_effect = side_effects(rows)
-    # (id, handoff id, outcome): read before any commit, which expires the rows (reading an
-    # expired row's id is a SELECT)
-    outcomes: list[tuple[int, int, Outcome]] = []
+    # read before any side effect: a rollback (a failed one's) or a commit expires the rows,
+    # and reading an expired row's columns is a SELECT
+    taken = [(row, row.id, row.handoff_id, row.channel) for row in rows]
+    outcomes: list[Ran] = []
     with Heartbeat([row.id for row in rows], rows[0].lease_expires_at) as lease:
-        for row in rows:
-            row_id, handoff_id = row.id, row.handoff_id
+        for row, row_id, handoff_id, channel in taken:
             with logs.bound(delivery_id=row_id, handoff_id=handoff_id):
-                outcomes.append((row_id, handoff_id, _outcome(row, side_effect, policy)))
+                outcomes.append(Ran(row_id, handoff_id, channel,
+                                    _outcome(row, side_effect, policy_of(channel))))
         _settle_many(lease, outcomes)
-    return {row_id: outcome.retry_in for row_id, _, outcome in outcomes
-            if outcome.retry_in is not None}
+    return outcomes
 
 
 @dataclass(frozen=True)
@@ -468,43 +491,44 @@ def _record_params(lease, outcomes: list[tuple[int, DeliveryStatus, dict]]) -> d
             "next_attempts": [values.get("next_attempt_at") for _, _, values in outcomes]}
 
 
-def _settle_many(heartbeat: Heartbeat, outcomes: list[tuple[int, int, Outcome]]) -> None:
-    """Record a group's (id, handoff id, outcome)s in one UPDATE ... FROM unnest(...), each
-    only where this claim still holds the row (as `_settle` does for one). A deferred row,
-    which gives back its attempt, is recorded on its own."""
+def _settle_many(heartbeat: Heartbeat, outcomes: list[Ran]) -> None:
+    """Record a group's outcomes in one UPDATE ... FROM unnest(...), each only where this
+    claim still holds the row (as `_settle` does for one). A deferred row, which gives back
+    its attempt, is recorded on its own."""
     lease = heartbeat.stop()
-    for row_id, handoff_id, outcome in outcomes:
-        sources_of(outcome.status, S.SENDING)
-        if outcome.status == S.PENDING:
-            with logs.bound(delivery_id=row_id, handoff_id=handoff_id):
-                _settle(row_id, heartbeat, outcome.status, **outcome.values)
-    final = [(row_id, handoff_id, outcome) for row_id, handoff_id, outcome in outcomes
-             if outcome.status != S.PENDING]
+    for ran in outcomes:
+        sources_of(ran.outcome.status, S.SENDING)
+        if ran.outcome.status == S.PENDING:
+            with logs.bound(delivery_id=ran.row_id, handoff_id=ran.handoff_id):
+                _settle(ran.row_id, heartbeat, ran.outcome.status, **ran.outcome.values)
+    final = [ran for ran in outcomes if ran.outcome.status != S.PENDING]
     if not final:
         return
     recorded = _write_while_leased(lease, _RECORD, _record_params(
-        lease, [(row_id, outcome.status, outcome.values) for row_id, _, outcome in final]))
+        lease, [(ran.row_id, ran.outcome.status, ran.outcome.values) for ran in final]))
     by_id = {row_id: [(row_id, channel)] for row_id, channel in recorded}
-    for row_id, handoff_id, outcome in final:
-        with logs.bound(delivery_id=row_id, handoff_id=handoff_id):
-            _settled(outcome.status, outcome.values, by_id.get(row_id, []))
+    for ran in final:
+        with logs.bound(delivery_id=ran.row_id, handoff_id=ran.handoff_id):
+            _settled(ran.outcome.status, ran.outcome.values, by_id.get(ran.row_id, []))
 
 
 def drive(task_name: str, delivery_id: int, side_effect: Callable[[Delivery], str | None],
           policy: RetryPolicy, on_settled: Callable[[int], None] | None = None) -> None:
     """`run`, then schedule the next try; waits the broker can't hold are left to beat."""
     retry_in = run(delivery_id, side_effect, policy, on_settled)
-    _schedule(task_name, {delivery_id: retry_in} if retry_in is not None else {})
+    schedule(task_name, {delivery_id: retry_in} if retry_in is not None else {})
 
 
 def drive_many(task_name: str, delivery_ids: list[int],
                side_effects: Callable[[list[Delivery]], Callable[[Delivery], str | None]],
                policy: RetryPolicy) -> None:
     """`run_many`, then schedule each row's next try on its own (`task_name` drives one)."""
-    _schedule(task_name, run_many(delivery_ids, side_effects, policy))
+    schedule(task_name, run_many(delivery_ids, side_effects, policy))
 
 
-def _schedule(task_name: str, retries: dict[int, float]) -> None:
+def schedule(task_name: str, retries: dict[int, float]) -> None:
+    """Enqueue the next tries of {row id: delay} through `task_name`; a wait longer than the
+    broker can hold is left to beat."""
     longest = current_app.config["MAX_TASK_COUNTDOWN_SECONDS"]
     for delivery_id, retry_in in retries.items():
         if retry_in <= longest:
