@@ -11,7 +11,8 @@ from datetime import timedelta
 
 from flask import current_app
 from redis import RedisError
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
+from sqlalchemy.orm import joinedload
 
 from webapp.extensions import db
 from webapp.integrations import outbound
@@ -23,7 +24,7 @@ from webapp.integrations.psa import (
     note_marker,
     write_note_once,
 )
-from webapp.models import Delivery, Handoff
+from webapp.models import Account, Delivery, Handoff
 from webapp.models.base import utcnow
 from webapp.redis_client import get_redis, key
 from webapp.services import deliveries, psa_settings
@@ -158,9 +159,15 @@ def _may_have_posted(row: Delivery) -> bool:
     return row.attempts > 1 or row.last_error is not None
 
 
+# the handoff with the escalator its note names, and its account (whose PSA settings
+# psa_settings.load then finds loaded): one statement, built once, where there were three
+_NOTE_HANDOFF = db.select(Handoff, Account).join(Account, Account.id == Handoff.account_id) \
+    .options(joinedload(Handoff.creator)).where(Handoff.id == bindparam("id"))
+
+
 def push_note(row: Delivery) -> str:
     """Side effect of the PSA row: one note on the session's ticket, carrying the marker."""
-    handoff = db.session.get(Handoff, row.handoff_id)
+    handoff, _ = db.session.execute(_NOTE_HANDOFF, {"id": row.handoff_id}).one()
     if handoff.status == "cancelled":
         raise Skip("escalation cancelled")
     ticket_id = handoff.snapshot.get("psa_ticket_id")
