@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from flask import current_app
+from sqlalchemy import bindparam
+from sqlalchemy.dialects.postgresql import JSONB
 
 from webapp.extensions import db
 from webapp.integrations.ai import (
@@ -47,5 +49,14 @@ def assess(row: Delivery) -> None:
         raise Retryable(error.reason, error.retry_after) from error
     except AiPermanent as error:
         raise Permanent(error.reason) from error
-    handoff.assessment = {**assessment.to_dict(), "generated_at": utcnow().isoformat()}
+    db.session.execute(_STORE, {"handoff_id": handoff.id, "stored": {
+        **assessment.to_dict(), "generated_at": utcnow().isoformat()}})
+
+
+# one UPDATE, built once: marking the loaded handoff changed instead had the ORM's unit of
+# work flush it, which cost more than the statement (the handoff as loaded keeps its old
+# value: the announcement reads it anew)
+_HANDOFFS = Handoff.__table__
+_STORE = db.update(_HANDOFFS).where(_HANDOFFS.c.id == bindparam("handoff_id")).values(
+    assessment=bindparam("stored", type_=JSONB))
 
