@@ -40,6 +40,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from webapp.redis_client import init_redis
 
     db.init_app(app)
+    from webapp.pool_checks import ping_when_idle
+    with app.app_context():
+        ping_when_idle(db.engine, app.config["DB_PING_AFTER_IDLE_SECONDS"])
     migrate.init_app(app, db, directory=app.config.get("MIGRATIONS_DIR", _migrations_dir()))
     mail.init_app(app)
     api.init_app(app)

@@ -62,7 +62,8 @@ class Config:
             "SQLALCHEMY_DATABASE_URI": psycopg2_url(env_str(
                 "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres", env)),
             "SQLALCHEMY_ENGINE_OPTIONS": {
-                "pool_pre_ping": True,
+                # instead: a connection idle in the pool is pinged first (webapp/pool_checks.py)
+                "pool_pre_ping": False,
                 # a failed statement's message must not carry its values (tokens, emails)
                 "hide_parameters": True,
                 "pool_size": env_int("DB_POOL_SIZE", 10, env),
@@ -70,6 +71,7 @@ class Config:
                 "pool_timeout": env_float("DB_POOL_TIMEOUT", 5.0, env),
                 "connect_args": {"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 3, env)},
             },
+            "DB_PING_AFTER_IDLE_SECONDS": env_float("DB_PING_AFTER_IDLE_SECONDS", 1.0, env),
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": env_str("CELERY_BROKER_URL", redis_url, env),
             "SECRET_KEY": env_str("SECRET_KEY", None, env),   # required: see create_app
