@@ -141,7 +141,10 @@ def main() -> None:
     parser.add_argument("--seniors", type=int, default=5, help="each escalation emails the rest")
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
-    parser.add_argument("--drain-timeout", type=float, default=180.0)
+    parser.add_argument("--drain-timeout", type=float, default=900.0,
+                        help="after the load, wait at most this long for every email and note")
+    parser.add_argument("--stall-seconds", type=float, default=30.0,
+                        help="... and stop waiting sooner when none arrived for this long")
     parser.add_argument("--name", default="pipeline")
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="py-spy profiles of the web and worker processes into DIR")
@@ -192,10 +195,8 @@ def main() -> None:
             posts = load["posts"]
             created = {handoff: at for at, _, handoff, *_ in posts if handoff}
             expected_emails = len(created) * (args.seniors - 1)
-            deadline = time.monotonic() + args.drain_timeout
-            while time.monotonic() < deadline and (
-                    sink.count() < expected_emails or len(psa.written) < len(created)):
-                time.sleep(0.2)
+            drain = wait_for_arrivals(sink, psa, expected_emails, len(created),
+                                      args.drain_timeout, args.stall_seconds)
             if profile:
                 profile.stop()
             cpu = meter.stop()
@@ -263,6 +264,7 @@ def main() -> None:
                                      / max(len(posts), 1), 2),
         "cpu": cpu,
         "deliveries_at_end": counts,
+        "drain": drain,
         "timeline": timeline(load["began"], {
             "posts": [at for at, *_ in posts],
             "emails": [at for at, _, _ in accepted],
@@ -284,6 +286,35 @@ def main() -> None:
         "share_all_emails_within_10_s", "escalations_complete_per_s",
         "worker_cpu_ms_per_escalation", "web_cpu_ms_per_post", "targets")}, indent=2))
     print(f"written to {path.relative_to(ROOT)}")
+
+
+def wait_for_arrivals(sink, psa, emails: int, notes: int, limit: float,
+                      stall: float) -> dict:
+    """Wait until every email and note arrived; or nothing arrived for `stall` seconds (what is
+    still missing then is not coming); or `limit` seconds passed. Prints progress every 10 s.
+    How long it waited and why it stopped."""
+    began = time.monotonic()
+    last_count, last_change, last_print = -1, began, began
+    while True:
+        now = time.monotonic()
+        arrived = (sink.count(), len(psa.written))
+        if arrived[0] >= emails and arrived[1] >= notes:
+            stopped = "all arrived"
+            break
+        if sum(arrived) != last_count:
+            last_count, last_change = sum(arrived), now
+        elif now - last_change >= stall:
+            stopped = f"nothing arrived for {stall:g} s"
+            break
+        if now - began >= limit:
+            stopped = f"limit of {limit:g} s"
+            break
+        if now - last_print >= 10:
+            print(f"  draining: {arrived[0]}/{emails} emails, {arrived[1]}/{notes} notes "
+                  f"after {now - began:.0f} s", flush=True)
+            last_print = now
+        time.sleep(0.2)
+    return {"seconds": round(time.monotonic() - began, 1), "stopped": stopped}
 
 
 if __name__ == "__main__":

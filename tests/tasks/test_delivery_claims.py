@@ -93,6 +93,42 @@ def test_a_side_effect_longer_than_the_lease_is_never_retaken_by_beat(app, app_e
     assert (row.status, row.attempts, row.external_id) == ("sent", 1, "message-id")
 
 
+def test_claims_held_at_once_are_all_renewed_by_one_thread(app, app_env, make_tenant):
+    """Two side effects, each longer than three leases, run side by side: neither row is
+    retaken, each is done once, and one thread of the process renews both leases."""
+    from tests.conftest import app_config
+    from webapp import create_app
+    short = create_app(app_config(app_env, DELIVERY_LEASE_SECONDS=1))
+    tenant = make_tenant("Umbrella")
+    row_ids = [email_row_id(app, undispatched_handoff(app_env, tenant)) for _ in range(2)]
+    calls, swept, running, keepers = [], [], threading.Semaphore(0), []
+
+    def slow(row):
+        calls.append(row.id)
+        running.release()
+        time.sleep(3.5)     # three and a half leases
+        return "message-id"
+
+    workers = [threading.Thread(target=lambda row_id=row_id: _run_in(short, row_id, slow))
+               for row_id in row_ids]
+    for worker in workers:
+        worker.start()
+    assert running.acquire(timeout=10) and running.acquire(timeout=10)
+    with short.app_context():
+        for _ in range(6):
+            time.sleep(0.5)
+            keepers.append(sorted(thread.name for thread in threading.enumerate()
+                                  if thread.name.startswith("lease")))
+            swept.extend(row.id for row in deliveries.take_due(
+                utcnow(), timedelta(seconds=60)))
+    for worker in workers:
+        worker.join(10)
+    assert swept == [] and sorted(calls) == sorted(row_ids)
+    assert all(names == ["lease-keeper"] for names in keepers), keepers
+    rows = [get_delivery(app, row_id) for row_id in row_ids]
+    assert [(row.status, row.attempts) for row in rows] == [("sent", 1)] * 2
+
+
 def test_a_killed_workers_lease_runs_out_and_beat_retakes_the_row(app, app_env, tenant):
     row_id = email_row_id(app, undispatched_handoff(app_env, tenant))
     # claimed by a worker that died: nobody renews its lease

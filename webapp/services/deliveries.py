@@ -235,20 +235,20 @@ class Heartbeat:
     connection of its own: a slow but live side effect is never taken for a dead worker's,
     and a killed worker's lease runs out soon. `lease` is the current lease, the claim's
     identity when the outcomes are recorded. One heartbeat holds one row, or a group claimed
-    together (claim_many); rows settled meanwhile are no longer renewed."""
+    together (claim_many); rows settled meanwhile are no longer renewed. The renewals of every
+    heartbeat of the process are made by one thread (_LeaseKeeper)."""
 
     def __init__(self, delivery_id: int | list[int], lease) -> None:
         self.ids = [delivery_id] if isinstance(delivery_id, int) else list(delivery_id)
         self.delivery_id, self.lease = self.ids[0], lease
         self._seconds = current_app.config["DELIVERY_LEASE_SECONDS"]
         self._engine = db.engine
-        self._stopped = threading.Event()
+        self._stopped = False
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._beat, daemon=True,
-                                        name=f"lease-{delivery_id}")
+        self.due = time.monotonic() + self._seconds / 3   # when the next renewal is due
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
+        _KEEPER.hold(self)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -256,30 +256,92 @@ class Heartbeat:
 
     def stop(self):
         """Stop renewing; returns the lease that holds the row now."""
-        self._stopped.set()
-        with self._lock:
-            return self.lease
+        with self._lock:   # (waits for a renewal under way)
+            self._stopped = True
+            lease = self.lease
+        _KEEPER.release(self)
+        return lease
 
-    def _beat(self) -> None:
-        table = Delivery.__table__
-        while not self._stopped.wait(self._seconds / 3):
-            with self._lock:
-                if self._stopped.is_set():
-                    return
-                renewed = utcnow() + timedelta(seconds=self._seconds)
-                try:
-                    with self._engine.begin() as conn:
-                        found = conn.execute(db.update(table).where(
-                            table.c.id.in_(self.ids), table.c.status == S.SENDING,
-                            table.c.lease_expires_at == self.lease).values(
-                            lease_expires_at=renewed)).rowcount
-                except Exception:  # the database is away: the lease may lapse, try again
-                    log.warning("could not renew the lease of delivery %s", self.delivery_id,
-                                exc_info=True)
-                    continue
-                if not found:   # settled, retaken or deleted: nothing more to renew
-                    return
+    def renew(self) -> bool:
+        """Renew the lease once, unless stopped; False when there is nothing more to renew."""
+        with self._lock:
+            if self._stopped:
+                return False
+            renewed = utcnow() + timedelta(seconds=self._seconds)
+            try:
+                with self._engine.begin() as conn:
+                    found = conn.execute(_RENEW, {"ids": self.ids, "lease": self.lease,
+                                                  "renewed": renewed}).rowcount
+            except Exception:  # the database is away: the lease may lapse, try again
+                log.warning("could not renew the lease of delivery %s", self.delivery_id,
+                            exc_info=True)
+                found = -1
+            if not found:   # settled, retaken or deleted: nothing more to renew
+                return False
+            if found > 0:
                 self.lease = renewed
+            self.due = time.monotonic() + self._seconds / 3
+            return True
+
+
+_RENEW = db.update(Delivery.__table__).where(
+    Delivery.__table__.c.id.in_(bindparam("ids", expanding=True)),
+    Delivery.__table__.c.status == S.SENDING,
+    Delivery.__table__.c.lease_expires_at == bindparam("lease", type_=DateTime(timezone=True)),
+).values(lease_expires_at=bindparam("renewed", type_=DateTime(timezone=True)))
+
+
+class _LeaseKeeper:
+    """The one thread of a process that renews the leases of every heartbeat held in it: a
+    thread of its own per claim, started and then woken to stop for every row, cost the
+    worker more than all the renewals. It sleeps until the earliest renewal is due; a new
+    heartbeat wakes it only when it is due sooner than that."""
+
+    IDLE_SECONDS = 5.0   # how long it sleeps when it holds nothing
+
+    def __init__(self) -> None:
+        self._held: set[Heartbeat] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._wake_at = float("inf")
+        self._thread: threading.Thread | None = None
+
+    def hold(self, heartbeat: Heartbeat) -> None:
+        with self._lock:
+            self._held.add(heartbeat)
+            if self._thread is None or not self._thread.is_alive():   # first, or forked
+                self._wake_at = float("inf")
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="lease-keeper")
+                self._thread.start()
+            elif heartbeat.due < self._wake_at:
+                self._wake.set()
+
+    def release(self, heartbeat: Heartbeat) -> None:
+        with self._lock:
+            self._held.discard(heartbeat)
+
+    def _run(self) -> None:
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                due = [heartbeat for heartbeat in self._held if heartbeat.due <= now]
+            for heartbeat in due:
+                try:
+                    more = heartbeat.renew()
+                except Exception:   # never let one claim's bug stop every renewal
+                    log.exception("lease renewal of delivery %s failed", heartbeat.delivery_id)
+                    more = False
+                if not more:
+                    self.release(heartbeat)
+            with self._lock:   # (a hold after this sees the new _wake_at, and wakes us)
+                self._wake_at = min((heartbeat.due for heartbeat in self._held),
+                                    default=time.monotonic() + self.IDLE_SECONDS)
+                self._wake.clear()
+            self._wake.wait(max(self._wake_at - time.monotonic(), 0.0))
+
+
+_KEEPER = _LeaseKeeper()
 
 
 SETTLE_RETRY_SECONDS = 0.5
