@@ -461,7 +461,7 @@ def run_group(delivery_ids: list[int], side_effects: Callable[[list[Delivery]],
     outcomes: list[Ran] = []
     with Heartbeat([row.id for row in rows], rows[0].lease_expires_at) as lease:
         for row, row_id, handoff_id, channel in taken:
-            with logs.bound(delivery_id=row_id, handoff_id=handoff_id):
+            with logs.bound(delivery_id=row_id, handoff_id=handoff_id, channel=channel):
                 outcomes.append(Ran(row_id, handoff_id, channel,
                                     _outcome(row, side_effect, policy_of(channel))))
         _settle_many(lease, outcomes)
@@ -561,7 +561,8 @@ def _settle_many(heartbeat: Heartbeat, outcomes: list[Ran]) -> None:
     for ran in outcomes:
         sources_of(ran.outcome.status, S.SENDING)
         if ran.outcome.status == S.PENDING:
-            with logs.bound(delivery_id=ran.row_id, handoff_id=ran.handoff_id):
+            with logs.bound(delivery_id=ran.row_id, handoff_id=ran.handoff_id,
+                            channel=ran.channel):
                 _settle(ran.row_id, heartbeat, ran.outcome.status, **ran.outcome.values)
     final = [ran for ran in outcomes if ran.outcome.status != S.PENDING]
     if not final:
@@ -570,7 +571,7 @@ def _settle_many(heartbeat: Heartbeat, outcomes: list[Ran]) -> None:
         lease, [(ran.row_id, ran.outcome.status, ran.outcome.values) for ran in final]))
     by_id = {row_id: [(row_id, channel)] for row_id, channel in recorded}
     for ran in final:
-        with logs.bound(delivery_id=ran.row_id, handoff_id=ran.handoff_id):
+        with logs.bound(delivery_id=ran.row_id, handoff_id=ran.handoff_id, channel=ran.channel):
             _settled(ran.outcome.status, ran.outcome.values, by_id.get(ran.row_id, []))
 
 
