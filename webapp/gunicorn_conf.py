@@ -1,5 +1,6 @@
 """gunicorn settings for the web role: gevent workers, so streams don't hold a thread each."""
 import os
+import resource
 
 from webapp.logs import gunicorn_logconfig
 
@@ -8,7 +9,35 @@ from webapp.logs import gunicorn_logconfig
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "4000"))
+# each open live stream is one connection: 10,000 idle subscribers on one process, with room
+# for their reconnects and the API's own requests
+worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS", "12000"))
+# descriptors beyond the connections: the pools of Postgres and Redis, logs, the listener
+OTHER_OPEN_FILES = 1000
+
+
+def raise_open_files_limit(wanted: int) -> int:
+    """Raise this process's soft limit on open files towards `wanted` (a child inherits it),
+    never past the hard limit: a default of 1,024 would refuse connections long before
+    worker_connections. The soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):   # past what the kernel allows (fs.nr_open)
+            pass
+    return soft
+
+
+def on_starting(server):
+    wanted = worker_connections * workers + OTHER_OPEN_FILES
+    limit = raise_open_files_limit(wanted)
+    if limit != resource.RLIM_INFINITY and limit < wanted:
+        server.log.warning("open files limited to %s (hard limit), below the %s that "
+                           "WEB_WORKER_CONNECTIONS=%s needs: raise it (ulimit -Hn)", limit,
+                           wanted, worker_connections)
 timeout = 60
 graceful_timeout = 10
 keepalive = 5
