@@ -21,11 +21,12 @@ _PENDING_ROWS = db.select(Delivery.id, Delivery.channel).where(
 @shared_task(name="handoffs.dispatch", acks_late=True)
 def dispatch_handoff(handoff_id: int) -> int:
     """Enqueue the tasks of the handoff's pending rows, channel by channel in the registry's
-    order, in groups where the channel sends in groups; but run its first group of emails
-    and its local rows (the heuristic assessment) here, as one group: the team hears at once,
-    and the commonest escalation (a handful of seniors) costs two tasks, two claims and two
-    outcome writes fewer. A row whose task reads what the local rows write (the PSA note) is
-    enqueued once they are recorded. Returns how many rows."""
+    order, in groups where the channel sends in groups; but run its local rows (the heuristic
+    assessment) and then its first group of emails here, claimed together: the team hears at
+    once, and the commonest escalation (a handful of seniors) costs two tasks and a claim
+    fewer. A row whose task reads what the local rows write (the PSA note, which carries the
+    assessment) is enqueued once they are recorded, before the emails go out. Returns how
+    many rows."""
     logs.bind(handoff_id=handoff_id)
     rows = [(row.id, row.channel) for row in db.session.execute(
         _PENDING_ROWS, {"handoff_id": handoff_id})]
@@ -34,15 +35,19 @@ def dispatch_handoff(handoff_id: int) -> int:
     waiting = [row for row in later if channels.channel(row[1]).waits_for_local] \
         if local else []
     emails = channels.enqueue_rows([row for row in later if row not in waiting], keep="email")
-    # emails first: the team hears before the assessment is made, and a failed email (whose
-    # outcome rolls the session back) cannot discard the assessment written after it
-    here = [(row_id, "email") for row_id in emails] + local
-    if here:
-        try:
-            channels.drive_together(here)
-        except Exception:  # e.g. the database went away: beat hands the rows back
-            log.exception("deliveries %s not driven; left for redelivery",
-                          [row_id for row_id, _ in here])
-            db.session.remove()
-    channels.enqueue_rows(waiting)
+    phases = [phase for phase in (local, [(row_id, "email") for row_id in emails]) if phase]
+    enqueued: list[bool] = []
+
+    def enqueue_waiting() -> None:   # once, however the run went
+        if not enqueued:
+            enqueued.append(True)
+            channels.enqueue_rows(waiting)
+    try:
+        if phases:
+            channels.drive_together(phases, after_first=enqueue_waiting)
+    except Exception:  # e.g. the database went away: beat hands the rows back
+        log.exception("deliveries %s not driven; left for redelivery",
+                      [row_id for phase in phases for row_id, _ in phase])
+        db.session.remove()
+    enqueue_waiting()
     return len(rows)

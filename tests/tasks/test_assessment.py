@@ -152,9 +152,10 @@ def test_dispatch_runs_the_local_heuristic_itself_and_leaves_a_remote_provider_t
 
 def test_dispatch_keeps_the_assessment_when_an_email_of_its_group_is_not_sent(
         app, app_env, make_tenant, smtp_server):
-    """Dispatch runs the first emails and the heuristic assessment as one group (one claim,
-    one outcome write). An email that is not sent (its recipient is no longer a senior, so its
-    outcome rolls the session back) undoes neither the assessment nor the other emails."""
+    """Dispatch claims the heuristic assessment and the first emails together, then records
+    the assessment before the emails go out. An email that is not sent (its recipient is no
+    longer a senior, so its outcome rolls the session back) undoes neither the assessment
+    nor the other emails."""
     from tasks.dispatch import dispatch_handoff
     from tests.conftest import app_config
     from tests.factories import UNREACHABLE_AMQP, UNREACHABLE_REDIS, undispatched_handoff

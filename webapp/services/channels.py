@@ -73,12 +73,15 @@ def drive_group(name: str, delivery_ids: list[int]) -> None:
         deliveries.drive_many(found.task, delivery_ids, found.group_side_effects, found.policy)
 
 
-def drive_together(rows: list[tuple[int, str]]) -> None:
-    """Run (delivery id, channel) rows of several channels as one group, their side effects
-    in the order given: one claim, one lease, one outcome write, where each channel's rows
-    on their own would cost one of each. Then each channel's on_settled, once per handoff,
-    and each row's next try through its own channel's task."""
-    names = dict(rows)
+def drive_together(phases: list[list[tuple[int, str]]],
+                   after_first: Callable[[], None] | None = None) -> None:
+    """Run (delivery id, channel) rows of several channels as one group: one claim and one
+    lease for them all, where each channel's rows on their own would cost one of each; then
+    phase by phase their side effects in the order given and the phase's outcomes in one
+    write, each channel's on_settled once per handoff and each row's next try through its own
+    channel's task. `after_first` runs once the first phase's outcomes are recorded."""
+    names = {row_id: name for phase in phases for row_id, name in phase}
+    first = [True]
 
     def side_effects(claimed: list[Delivery]) -> Callable[[Delivery], str | None]:
         effects = {}
@@ -89,16 +92,24 @@ def drive_together(rows: list[tuple[int, str]]) -> None:
                 if found.group_side_effects else found.side_effect
         return lambda row: effects[names[row.id]](row)
 
-    ran = deliveries.run_group([row_id for row_id, _ in rows], side_effects,
-                               lambda name: REGISTRY[name].policy)
-    for found in REGISTRY.values():
-        mine = [each for each in ran if each.channel == found.name]
-        deliveries.schedule(found.task, {each.row_id: each.outcome.retry_in for each in mine
-                                         if each.outcome.retry_in is not None})
-        if found.on_settled is not None:
-            for handoff_id in dict.fromkeys(each.handoff_id for each in mine
-                                            if each.outcome.status != deliveries.S.PENDING):
-                found.on_settled(handoff_id)
+    def settled(ran: list[deliveries.Ran]) -> None:
+        for found in REGISTRY.values():
+            mine = [each for each in ran if each.channel == found.name]
+            deliveries.schedule(found.task, {each.row_id: each.outcome.retry_in
+                                             for each in mine
+                                             if each.outcome.retry_in is not None})
+            if found.on_settled is not None:
+                for handoff_id in dict.fromkeys(
+                        each.handoff_id for each in mine
+                        if each.outcome.status != deliveries.S.PENDING):
+                    found.on_settled(handoff_id)
+        if first[0]:
+            first[0] = False
+            if after_first is not None:
+                after_first()
+
+    deliveries.run_group([[row_id for row_id, _ in phase] for phase in phases], side_effects,
+                         lambda name: REGISTRY[name].policy, settled)
 
 
 def runs_locally(name: str) -> bool:

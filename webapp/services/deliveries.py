@@ -1,6 +1,7 @@
 """Delivery rows: the audit trail of each side effect, and how a task drives one."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -262,6 +263,13 @@ class Heartbeat:
         _KEEPER.release(self)
         return lease
 
+    @contextlib.contextmanager
+    def holding(self):
+        """The current lease, with no renewal until the block ends: an outcome written under
+        the lease while later rows of the claim still run must not race its renewal."""
+        with self._lock:
+            yield self.lease
+
     def renew(self) -> bool:
         """Renew the lease once, unless stopped; False when there is nothing more to renew."""
         with self._lock:
@@ -347,11 +355,10 @@ _KEEPER = _LeaseKeeper()
 SETTLE_RETRY_SECONDS = 0.5
 
 
-def _settle(delivery_id: int, heartbeat: Heartbeat, status: DeliveryStatus,
-            **values) -> None:
-    """Record the outcome, only if this claim still holds the row: a worker that outlived its
-    lease (beat handed the row to another) must not overwrite the newer outcome."""
-    lease = heartbeat.stop()
+def _settle(delivery_id: int, lease, status: DeliveryStatus, **values) -> None:
+    """Record the outcome, only if this claim (its `lease`) still holds the row: a worker that
+    outlived its lease (beat handed the row to another) must not overwrite the newer
+    outcome."""
     sources_of(status, S.SENDING)
     if status != S.PENDING:
         recorded = _write_while_leased(lease, _RECORD, _record_params(
@@ -370,7 +377,9 @@ def _write_while_leased(lease, statement, params: dict | None = None) -> list:
     while True:
         try:
             recorded = db.session.execute(statement, params).all()
-            db.session.commit()
+            # the rows of a later phase of the group (run_group) stay as claimed: reading
+            # them back would be a SELECT each, of what the claim returned
+            commit_keeping_loaded()
             return recorded
         except OperationalError:
             # the side effect is done but the database went away: keep trying while the
@@ -408,9 +417,9 @@ def run(delivery_id: int, side_effect: Callable[[Delivery], str | None], policy:
         return None
     handoff_id = row.handoff_id
     logs.bind(handoff_id=handoff_id)
-    with Heartbeat(delivery_id, row.lease_expires_at) as lease:
+    with Heartbeat(delivery_id, row.lease_expires_at) as heartbeat:
         outcome = _outcome(row, side_effect, policy)
-        _settle(delivery_id, lease, outcome.status, **outcome.values)
+        _settle(delivery_id, heartbeat.stop(), outcome.status, **outcome.values)
     if outcome.status == S.PENDING:
         return outcome.retry_in
     if on_settled is not None:
@@ -427,7 +436,7 @@ def run_many(delivery_ids: list[int], side_effects: Callable[[list[Delivery]],
     recorded leaves the whole group to be retaken when its lease runs out, as `run` leaves
     its row."""
     return {ran.row_id: ran.outcome.retry_in for ran in run_group(
-        sorted(delivery_ids), side_effects, lambda channel: policy)
+        [sorted(delivery_ids)], side_effects, lambda channel: policy)
         if ran.outcome.retry_in is not None}
 
 
@@ -440,31 +449,46 @@ class Ran:
     outcome: Outcome
 
 
-def run_group(delivery_ids: list[int], side_effects: Callable[[list[Delivery]],
-              Callable[[Delivery], str | None]],
-              policy_of: Callable[[str], RetryPolicy]) -> list[Ran]:
+def run_group(phases: list[list[int]], side_effects: Callable[[list[Delivery]],
+              Callable[[Delivery], str | None]], policy_of: Callable[[str], RetryPolicy],
+              after_phase: Callable[[list[Ran]], None] | None = None) -> list[Ran]:
     """`run_many` for rows that may be of several channels (`policy_of` gives a channel's
-    retry policy), their side effects done in the order of `delivery_ids`: one claim, one
-    lease, one outcome write. What each taken row came to, in that order."""
-    rows = claim_many(delivery_ids)
-    if len(rows) < len(delivery_ids):
+    retry policy), in phases: every row claimed in one statement under one lease, then phase
+    by phase the side effects in the order given (`side_effects(rows of the phase)`) and the
+    phase's outcomes recorded in one statement, then `after_phase(what the phase's rows came
+    to)` (called for every phase, even one whose rows were not taken). A later phase's rows
+    stay leased meanwhile. What each taken row came to, in order."""
+    rows = {row.id: row for row in claim_many([row_id for phase in phases for row_id in phase])}
+    wanted = sum(len(phase) for phase in phases)
+    if len(rows) < wanted:
         log.info("%d of %d delivery rows not taken: done, held by another worker, or not "
-                 "yet due", len(delivery_ids) - len(rows), len(delivery_ids))
-    if not rows:
-        return []
-    place = {row_id: index for index, row_id in enumerate(delivery_ids)}
-    rows.sort(key=lambda row: place[row.id])
-    side_effect = side_effects(rows)
-    # read before any side effect: a rollback (a failed one's) or a commit expires the rows,
-    # and reading an expired row's columns is a SELECT
-    taken = [(row, row.id, row.handoff_id, row.channel) for row in rows]
+                 "yet due", wanted - len(rows), wanted)
+    # read before any side effect: a rollback (a failed one's) expires the rows, and reading
+    # an expired row's columns is a SELECT
+    taken = {row_id: (row.handoff_id, row.channel) for row_id, row in rows.items()}
     outcomes: list[Ran] = []
-    with Heartbeat([row.id for row in rows], rows[0].lease_expires_at) as lease:
-        for row, row_id, handoff_id, channel in taken:
-            with logs.bound(delivery_id=row_id, handoff_id=handoff_id, channel=channel):
-                outcomes.append(Ran(row_id, handoff_id, channel,
-                                    _outcome(row, side_effect, policy_of(channel))))
-        _settle_many(lease, outcomes)
+    heartbeat = Heartbeat(list(rows), next(iter(rows.values())).lease_expires_at) \
+        if rows else None
+    with heartbeat or contextlib.nullcontext():
+        for number, phase in enumerate(phases):
+            mine = [rows[row_id] for row_id in phase if row_id in rows]
+            ran: list[Ran] = []
+            if mine:
+                side_effect = side_effects(mine)
+                for row in mine:
+                    handoff_id, channel = taken[row.id]
+                    with logs.bound(delivery_id=row.id, handoff_id=handoff_id,
+                                    channel=channel):
+                        ran.append(Ran(row.id, handoff_id, channel,
+                                       _outcome(row, side_effect, policy_of(channel))))
+                if number == len(phases) - 1:
+                    _settle_many(heartbeat.stop(), ran)
+                else:
+                    with heartbeat.holding() as lease:   # (no renewal while it is written)
+                        _settle_many(lease, ran)
+            outcomes += ran
+            if after_phase is not None:
+                after_phase(ran)
     return outcomes
 
 
@@ -553,17 +577,16 @@ def _record_params(lease, outcomes: list[tuple[int, DeliveryStatus, dict]]) -> d
             "next_attempts": [values.get("next_attempt_at") for _, _, values in outcomes]}
 
 
-def _settle_many(heartbeat: Heartbeat, outcomes: list[Ran]) -> None:
+def _settle_many(lease, outcomes: list[Ran]) -> None:
     """Record a group's outcomes in one UPDATE ... FROM unnest(...), each only where this
-    claim still holds the row (as `_settle` does for one). A deferred row, which gives back
-    its attempt, is recorded on its own."""
-    lease = heartbeat.stop()
+    claim (its `lease`) still holds the row (as `_settle` does for one). A deferred row,
+    which gives back its attempt, is recorded on its own."""
     for ran in outcomes:
         sources_of(ran.outcome.status, S.SENDING)
         if ran.outcome.status == S.PENDING:
             with logs.bound(delivery_id=ran.row_id, handoff_id=ran.handoff_id,
                             channel=ran.channel):
-                _settle(ran.row_id, heartbeat, ran.outcome.status, **ran.outcome.values)
+                _settle(ran.row_id, lease, ran.outcome.status, **ran.outcome.values)
     final = [ran for ran in outcomes if ran.outcome.status != S.PENDING]
     if not final:
         return
