@@ -35,19 +35,13 @@ def dispatch_handoff(handoff_id: int) -> int:
     waiting = [row for row in later if channels.channel(row[1]).waits_for_local] \
         if local else []
     emails = channels.enqueue_rows([row for row in later if row not in waiting], keep="email")
+    # (rows wait only when there are local rows, so a phase always runs them)
     phases = [phase for phase in (local, [(row_id, "email") for row_id in emails]) if phase]
-    enqueued: list[bool] = []
-
-    def enqueue_waiting() -> None:   # once, however the run went
-        if not enqueued:
-            enqueued.append(True)
-            channels.enqueue_rows(waiting)
     try:
         if phases:
-            channels.drive_together(phases, after_first=enqueue_waiting)
+            channels.drive_together(phases, after_first=lambda: channels.enqueue_rows(waiting))
     except Exception:  # e.g. the database went away: beat hands the rows back
         log.exception("deliveries %s not driven; left for redelivery",
                       [row_id for phase in phases for row_id, _ in phase])
         db.session.remove()
-    enqueue_waiting()
     return len(rows)

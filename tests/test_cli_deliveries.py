@@ -230,15 +230,15 @@ def test_retry_all_refuses_a_row_that_changed_since_it_was_listed(app, problems,
                                                                    monkeypatch):
     """Beat hands a due failed row back to pending while the operator's command runs: the
     retry reads the row again under its lock, leaves it alone and says so."""
-    from webapp.services import deliveries
-    listing = deliveries.problems
+    from webapp.services import delivery_problems
+    listing = delivery_problems.problems
 
     def then_beat_takes_the_failed_row(*args):
         found = listing(*args)
         set_delivery(app, problems["failed_email"], status=PENDING)
         return found
 
-    monkeypatch.setattr(deliveries, "problems", then_beat_takes_the_failed_row)
+    monkeypatch.setattr(delivery_problems, "problems", then_beat_takes_the_failed_row)
     result = run(app, "retry", "--all", "--yes", "--json")
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)

@@ -128,7 +128,7 @@ def register_deliveries(app: Flask) -> None:
         """Retry one delivery (ID) or all that match (--all): back to pending with a fresh
         attempt budget, and its task enqueued, as the API's retry does."""
         from webapp.extensions import db
-        from webapp.services import channels, deliveries
+        from webapp.services import channels, delivery_problems
         from webapp.services.errors import DomainError
         if (delivery_id is None) != retry_all:
             raise click.UsageError("give one delivery ID, or --all")
@@ -142,7 +142,7 @@ def register_deliveries(app: Flask) -> None:
             rows, _ = problem_rows(status, account_id, channel, older_than, limit)
         else:
             with domain_errors():
-                rows = [deliveries.retryable(delivery_id)]
+                rows = [delivery_problems.retryable(delivery_id)]
         if dry_run:
             items = [delivery_item(row) for row in rows]
             if as_json:
@@ -190,10 +190,10 @@ def domain_errors():
 
 
 def problem_rows(status, account_id, channel, older_than, limit):
-    from webapp.services import deliveries
+    from webapp.services import delivery_problems
     with domain_errors():
-        return deliveries.problems(None if status == ALL_PROBLEMS else status, account_id,
-                                   channel, older_than, limit)
+        return delivery_problems.problems(None if status == ALL_PROBLEMS else status,
+                                          account_id, channel, older_than, limit)
 
 
 def delivery_item(row) -> dict:

@@ -79,9 +79,10 @@ def drive_together(phases: list[list[tuple[int, str]]],
     lease for them all, where each channel's rows on their own would cost one of each; then
     phase by phase their side effects in the order given and the phase's outcomes in one
     write, each channel's on_settled once per handoff and each row's next try through its own
-    channel's task. `after_first` runs once the first phase's outcomes are recorded."""
+    channel's task. `after_first` runs once: when the first phase's outcomes are recorded, or
+    as the run stops if it stops before that."""
     names = {row_id: name for phase in phases for row_id, name in phase}
-    first = [True]
+    still_to_run = [after_first] if after_first is not None else []
 
     def side_effects(claimed: list[Delivery]) -> Callable[[Delivery], str | None]:
         effects = {}
@@ -103,13 +104,15 @@ def drive_together(phases: list[list[tuple[int, str]]],
                         each.handoff_id for each in mine
                         if each.outcome.status != deliveries.S.PENDING):
                     found.on_settled(handoff_id)
-        if first[0]:
-            first[0] = False
-            if after_first is not None:
-                after_first()
+        while still_to_run:
+            still_to_run.pop()()
 
-    deliveries.run_group([[row_id for row_id, _ in phase] for phase in phases], side_effects,
-                         lambda name: REGISTRY[name].policy, settled)
+    try:
+        deliveries.run_group([[row_id for row_id, _ in phase] for phase in phases],
+                             side_effects, lambda name: REGISTRY[name].policy, settled)
+    finally:
+        while still_to_run:
+            still_to_run.pop()()
 
 
 def runs_locally(name: str) -> bool:

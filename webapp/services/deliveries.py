@@ -18,9 +18,10 @@ from sqlalchemy.exc import OperationalError
 
 from webapp import logs, metrics
 from webapp.extensions import db
-from webapp.models import CHANNELS, Delivery, Handoff
+from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
-from webapp.services.errors import Conflict, Invalid, NotFound
+from webapp.services.errors import Conflict, NotFound
+from webapp.services.leases import LeaseKeeper
 from webapp.services.queue import enqueue
 from webapp.services.transactions import commit_keeping_loaded
 
@@ -237,7 +238,7 @@ class Heartbeat:
     and a killed worker's lease runs out soon. `lease` is the current lease, the claim's
     identity when the outcomes are recorded. One heartbeat holds one row, or a group claimed
     together (claim_many); rows settled meanwhile are no longer renewed. The renewals of every
-    heartbeat of the process are made by one thread (_LeaseKeeper)."""
+    heartbeat of the process are made by one thread (leases.LeaseKeeper)."""
 
     def __init__(self, delivery_id: int | list[int], lease) -> None:
         self.ids = [delivery_id] if isinstance(delivery_id, int) else list(delivery_id)
@@ -299,57 +300,7 @@ _RENEW = db.update(Delivery.__table__).where(
 ).values(lease_expires_at=bindparam("renewed", type_=DateTime(timezone=True)))
 
 
-class _LeaseKeeper:
-    """The one thread of a process that renews the leases of every heartbeat held in it: a
-    thread of its own per claim, started and then woken to stop for every row, cost the
-    worker more than all the renewals. It sleeps until the earliest renewal is due; a new
-    heartbeat wakes it only when it is due sooner than that."""
-
-    IDLE_SECONDS = 5.0   # how long it sleeps when it holds nothing
-
-    def __init__(self) -> None:
-        self._held: set[Heartbeat] = set()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._wake_at = float("inf")
-        self._thread: threading.Thread | None = None
-
-    def hold(self, heartbeat: Heartbeat) -> None:
-        with self._lock:
-            self._held.add(heartbeat)
-            if self._thread is None or not self._thread.is_alive():   # first, or forked
-                self._wake_at = float("inf")
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="lease-keeper")
-                self._thread.start()
-            elif heartbeat.due < self._wake_at:
-                self._wake.set()
-
-    def release(self, heartbeat: Heartbeat) -> None:
-        with self._lock:
-            self._held.discard(heartbeat)
-
-    def _run(self) -> None:
-        while True:
-            now = time.monotonic()
-            with self._lock:
-                due = [heartbeat for heartbeat in self._held if heartbeat.due <= now]
-            for heartbeat in due:
-                try:
-                    more = heartbeat.renew()
-                except Exception:   # never let one claim's bug stop every renewal
-                    log.exception("lease renewal of delivery %s failed", heartbeat.delivery_id)
-                    more = False
-                if not more:
-                    self.release(heartbeat)
-            with self._lock:   # (a hold after this sees the new _wake_at, and wakes us)
-                self._wake_at = min((heartbeat.due for heartbeat in self._held),
-                                    default=time.monotonic() + self.IDLE_SECONDS)
-                self._wake.clear()
-            self._wake.wait(max(self._wake_at - time.monotonic(), 0.0))
-
-
-_KEEPER = _LeaseKeeper()
+_KEEPER = LeaseKeeper()
 
 
 SETTLE_RETRY_SECONDS = 0.5
@@ -671,53 +622,3 @@ def bury_exhausted(now, max_attempts: dict[str, int] | None = None) -> int:
     db.session.commit()
     metrics.deliveries_buried(buried)
     return len(buried)
-
-
-# ---- an operator's view across accounts: the rows that need a look (the deliveries CLI) -----
-
-PROBLEMS = (S.FAILED, S.DEAD)
-
-
-def problems(status: DeliveryStatus | None = None, account_id: int | None = None,
-             channel: str | None = None, older_than: timedelta | None = None,
-             limit: int | None = None) -> tuple[list[Delivery], dict]:
-    """Failed and dead rows of every account (or only those of `status`), filtered by account,
-    channel and age, oldest first; and their counts, of every row that matches whatever the
-    `limit`: {"total": N, "by_status": {status: n}, "by_channel": {channel: n}}.
-    A row's age is the time since it last changed (updated_at): for a dead row, since it died;
-    for a failed one, since its last attempt."""
-    statuses = PROBLEMS if status is None else (S(status),)
-    if any(wanted not in PROBLEMS for wanted in statuses):
-        raise Invalid(f"only failed or dead deliveries are problems, not {status}")
-    if channel is not None and channel not in CHANNELS:
-        raise Invalid(f"no such channel: {channel}")
-    conditions = [Delivery.status.in_([str(wanted) for wanted in statuses])]
-    if account_id is not None:
-        conditions.append(Delivery.account_id == account_id)
-    if channel is not None:
-        conditions.append(Delivery.channel == channel)
-    if older_than is not None:
-        conditions.append(Delivery.updated_at <= utcnow() - older_than)
-    query = db.select(Delivery).where(*conditions).order_by(Delivery.updated_at, Delivery.id)
-    rows = list(db.session.scalars(query if limit is None else query.limit(limit)))
-    by_status = {str(wanted): 0 for wanted in statuses}
-    by_channel = {name: 0 for name in CHANNELS}
-    for row_status, row_channel, count in db.session.execute(
-            db.select(Delivery.status, Delivery.channel, func.count()).where(*conditions)
-            .group_by(Delivery.status, Delivery.channel)):
-        by_status[row_status] += count
-        by_channel[row_channel] += count
-    return rows, {"total": sum(by_status.values()), "by_status": by_status,
-                  "by_channel": by_channel}
-
-
-def retryable(delivery_id: int) -> Delivery:
-    """The row an operator's retry names, in any account: NotFound, or Conflict when it is not
-    failed or dead (the refusals of reset_for_retry, checked before anything is written)."""
-    row = db.session.get(Delivery, delivery_id)
-    if row is None:
-        raise NotFound(f"delivery {delivery_id}")
-    if row.status not in PROBLEMS:
-        raise Conflict("not_retryable", f"only failed or dead deliveries can be retried; "
-                                        f"delivery {delivery_id} is {row.status}")
-    return row

@@ -159,22 +159,22 @@ def _may_have_posted(row: Delivery) -> bool:
     return row.attempts > 1 or row.last_error is not None
 
 
-# the handoff with the escalator its note names, and its account (whose PSA settings
-# psa_settings.load then finds loaded): one statement, built once, where there were three
+# the handoff with the escalator its note names, and its account with its PSA settings: one
+# statement, built once, where there were three
 _NOTE_HANDOFF = db.select(Handoff, Account).join(Account, Account.id == Handoff.account_id) \
     .options(joinedload(Handoff.creator)).where(Handoff.id == bindparam("id"))
 
 
 def push_note(row: Delivery) -> str:
     """Side effect of the PSA row: one note on the session's ticket, carrying the marker."""
-    handoff, _ = db.session.execute(_NOTE_HANDOFF, {"id": row.handoff_id}).one()
+    handoff, account = db.session.execute(_NOTE_HANDOFF, {"id": row.handoff_id}).one()
     if handoff.status == "cancelled":
         raise Skip("escalation cancelled")
     ticket_id = handoff.snapshot.get("psa_ticket_id")
     if not ticket_id:
         raise Skip("the session has no PSA ticket")
     try:
-        config = psa_settings.load(handoff.account_id)
+        config = psa_settings.of_account(account)
     except psa_settings.UnreadableSecrets as error:
         raise Permanent(str(error)) from error
     if config is None:

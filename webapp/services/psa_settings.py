@@ -44,7 +44,11 @@ def public_view(account: Account) -> dict:
 
 def load(account_id: int) -> tuple[str, dict] | None:
     """(provider, settings with secrets decrypted) for the adapter, or None if not set up."""
-    account = db.session.get(Account, account_id)
+    return of_account(db.session.get(Account, account_id))
+
+
+def of_account(account: Account | None) -> tuple[str, dict] | None:
+    """`load` for an account already read."""
     if account is None or account.psa_provider == "none":
         return None
     settings = dict(account.psa_settings or {})
