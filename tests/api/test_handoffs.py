@@ -58,6 +58,28 @@ def test_recipients_are_exactly_the_active_seniors_of_the_account(app, client, m
     assert not other_emails & {r for _, r, _, _ in rows}
 
 
+def test_delivery_rows_are_written_in_the_order_of_their_side_effects(app, client, make_tenant):
+    """The assessment, the PSA note, the emails by recipient id, the chat message; a park
+    gets the assessment, and the PSA note only where the account pushes parks."""
+    tenant = make_tenant("Acme", extra_engineers=2)
+    webhook = "http://127.0.0.1:9/hooks/escalations"   # never called: no worker runs here
+    assert client.put("/api/v1/account/chat", headers=tenant.headers("admin"),
+                      json={"provider": "slack", "webhook_url": webhook}).status_code == 200
+    escalation = escalate(client, tenant, role="engineer2")
+    rows = deliveries_of(app, escalation["id"])
+    seniors = sorted((user["id"], user["email"].lower()) for label, user in tenant.users.items()
+                     if label in ("owner", "admin", "engineer", "engineer3"))
+    assert [(channel, recipient, user_id) for channel, recipient, user_id, _ in rows] == [
+        ("assessment", "assessment", None), ("psa", "psa", None),
+        *(("email", email, user_id) for user_id, email in seniors), ("chat", "chat", None)]
+
+    assert client.put("/api/v1/account/psa", headers=tenant.headers(), json={
+        "provider": "none", "push_parks": True}).status_code == 200
+    park = post_handoff(client, tenant, make_session(client, tenant), intent="park",
+                        note="back after lunch").get_json()
+    assert [channel for channel, *_ in deliveries_of(app, park["id"])] == ["assessment", "psa"]
+
+
 def test_park_is_private_and_creates_no_email_or_psa_rows(app, client, tenant):
     session_id = make_session(client, tenant)
     response = post_handoff(client, tenant, session_id, intent="park", note="back after lunch")

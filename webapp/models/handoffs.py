@@ -33,6 +33,10 @@ PURPOSES = ("escalation", "reminder")
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "dead", "skipped")
 
 
+def new_marker_nonce() -> str:
+    return secrets.token_hex(8)
+
+
 class Handoff(db.Model):
     __tablename__ = "handoffs"
     __table_args__ = (
@@ -65,8 +69,7 @@ class Handoff(db.Model):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # the random part of the PSA note's marker: text a user types cannot pass for it
-    marker_nonce: Mapped[str | None] = mapped_column(
-        String(32), default=lambda: secrets.token_hex(8))
+    marker_nonce: Mapped[str | None] = mapped_column(String(32), default=new_marker_nonce)
 
     session: Mapped[AiSession] = relationship()
     creator: Mapped[User] = relationship(foreign_keys=[created_by])

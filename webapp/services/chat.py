@@ -35,7 +35,11 @@ def save(account: Account, provider: str, webhook_url: str | None) -> None:
 
 
 def is_set(account: Account) -> bool:
-    return account.chat_provider != "none" and account.chat_secret is not None
+    return is_configured(account.chat_provider, account.chat_secret is not None)
+
+
+def is_configured(provider: str, secret_set: bool) -> bool:
+    return provider != "none" and secret_set
 
 
 def facts(handoff: Handoff, reminder: bool = False) -> chat.ChatFacts:

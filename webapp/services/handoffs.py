@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from flask import current_app
-from sqlalchemy import Integer, and_, bindparam, func, or_
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import DateTime, Integer, String, and_, bindparam, func, literal, or_, true
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -17,10 +17,11 @@ from webapp import live, logs, metrics
 from webapp.extensions import db
 from webapp.models import Account, AiSession, Delivery, Handoff, SessionMessage, User
 from webapp.models.base import utcnow
+from webapp.models.handoffs import new_marker_nonce
 from webapp.services import chat, deliveries
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 from webapp.services.queue import enqueue
-from webapp.services.recipients import escalation_recipients
+from webapp.services.recipients import RECIPIENTS
 from webapp.services.transactions import commit_keeping_loaded
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,11 @@ SESSION_STATUS_FOR_INTENT = {"park": "parked", "escalate": "escalated"}
 
 # ---- creating -------------------------------------------------------------------------------
 
-def take_snapshot(session: AiSession) -> dict:
+def take_snapshot(session) -> dict:
     """What a senior needs to take over: the problem and the transcript, as of now. A long
     transcript is copied from its newest end, within SNAPSHOT_MAX_MESSAGES and
-    SNAPSHOT_MAX_CHARACTERS; `message_count` counts them all."""
+    SNAPSHOT_MAX_CHARACTERS; `message_count` counts them all. `session` is an AiSession or a
+    row with its id, title, client_name, psa_ticket_id and problem."""
     config = current_app.config
     # the newest messages and the count of them all: one statement (the window counts
     # every row the WHERE keeps, before the LIMIT)
@@ -60,54 +62,42 @@ def take_snapshot(session: AiSession) -> dict:
     }
 
 
-# the statements every escalation runs, built once: building one anew cost more than running it
-_NEWEST_MESSAGES = db.select(
-    SessionMessage.id, SessionMessage.role, SessionMessage.content, SessionMessage.created_at,
-    func.count().over().label("total"),
-).where(SessionMessage.session_id == bindparam("session_id")).order_by(
-    SessionMessage.id.desc()).limit(bindparam("limit", type_=Integer))
-# the session, locked, with its account and the id of its open handoff if it has one
-_SESSION_TO_HAND_OFF = db.select(AiSession, Account, db.select(Handoff.id).where(
-    Handoff.session_id == AiSession.id, Handoff.status == "open").limit(1).scalar_subquery()
-).join(Account, Account.id == AiSession.account_id).where(
-    AiSession.id == bindparam("session_id"), AiSession.account_id == bindparam("account_id"),
-).with_for_update(of=AiSession)
-
-
 def _open_handoff_id(session_id: int) -> int | None:
     return db.session.scalar(db.select(Handoff.id).where(
         Handoff.session_id == session_id, Handoff.status == "open"))
 
 
 def create_handoff(user: User, session_id: int, intent: str, note: str,
-                   urgency: str = "normal") -> Handoff:
+                   urgency: str = "normal") -> SimpleNamespace:
     """Write the handoff, its snapshot, the session's status and every delivery row in one
-    transaction; then publish and enqueue, neither of which may fail the call."""
+    transaction; then publish and enqueue, neither of which may fail the call. Returns the
+    handoff as written, as `summary` and `full` read it."""
     # the session, locked, with the id of its open handoff if it has one: one statement
-    found = db.session.execute(_SESSION_TO_HAND_OFF, {
+    session = db.session.execute(_SESSION_TO_HAND_OFF, {
         "session_id": session_id, "account_id": user.account_id}).one_or_none()
-    if found is None:
+    if session is None:
         raise NotFound("session")
-    session, account, open_handoff_id = found
     if user.role == "viewer" or (session.owner_id != user.id and not user.is_admin):
         raise Forbidden("only the session's owner or an admin may hand it off")
     if session.status == "closed":
         raise Conflict("session_closed", "the session is closed")
-    if open_handoff_id is not None:
+    if session.open_handoff_id is not None:
         raise Conflict("open_handoff_exists", "the session already has an open handoff",
-                       {"handoff_id": open_handoff_id})
+                       {"handoff_id": session.open_handoff_id})
 
-    handoff = Handoff(account_id=user.account_id, session=session, intent=intent,
-                      status="open", note=note, urgency=urgency,
-                      snapshot=take_snapshot(session), creator=user)
-    db.session.add(handoff)
-    session.status = SESSION_STATUS_FOR_INTENT[intent]
+    now, snapshot = utcnow(), take_snapshot(session)
+    channels = delivery_channels(intent, psa_push_parks=session.psa_push_parks,
+                                 chat_set=chat.is_configured(session.chat_provider,
+                                                             session.chat_secret_set))
     try:
-        db.session.flush()
-        logs.bind(handoff_id=handoff.id)
-        values = delivery_values(handoff, user, account)
-        db.session.execute(db.insert(Delivery.__table__), values)  # one statement, no RETURNING
-        # nothing read below needs reading back: it is what this transaction wrote
+        # the handoff, the session's status and the delivery rows: one statement, as the
+        # ORM's unit of work cost more than the three writes themselves
+        written = db.session.execute(_WRITE_HANDOFF, {
+            "account": user.account_id, "session_id": session_id, "intent": intent,
+            "note": note, "urgency": urgency, "snapshot": snapshot, "escalator_id": user.id,
+            "now": now, "marker_nonce": new_marker_nonce(), "channels": channels,
+            "session_status": SESSION_STATUS_FOR_INTENT[intent]}).one()
+        # the caller, as loaded, is read below: without this its next read would be a SELECT
         commit_keeping_loaded()
     except IntegrityError:
         # a handoff committed while this one waited for the session's lock (the check
@@ -116,39 +106,95 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
         existing = _open_handoff_id(session_id)
         raise Conflict("open_handoff_exists", "the session already has an open handoff",
                        {"handoff_id": existing} if existing is not None else None) from None
-    # the assessment and PSA rows as written, so the answer and the event need not read them
-    handoff.written_channel_rows = {
-        (handoff.id, value["channel"]): Delivery(**value)
-        for value in values if value["channel"] in ("assessment", "psa")}
+    logs.bind(handoff_id=written.id)
+    handoff = SimpleNamespace(
+        id=written.id, session_id=session_id, account_id=user.account_id, intent=intent,
+        status="open", note=note, urgency=urgency, created_by=user.id, created_at=now,
+        claimed_by=None, claimed_at=None, reminded_at=None, assessment=None,
+        snapshot=snapshot, creator=SimpleNamespace(id=user.id, name=user.name), claimer=None,
+        session=SimpleNamespace(id=session_id, title=session.title,
+                                client_name=session.client_name,
+                                psa_ticket_id=session.psa_ticket_id),
+        # the assessment and PSA rows as written, so the answer and the event need not
+        # read them (a worker may since have taken one: `sending` reads as pending all
+        # the same)
+        written_channel_rows={
+            (written.id, channel): SimpleNamespace(
+                status=str(deliveries.DeliveryStatus.PENDING), external_id=None, attempts=0,
+                last_error=None)
+            for channel in channels if channel in ("assessment", "psa")})
 
     metrics.handoff_created(intent)
-    log.info("handoff created: %s with %d delivery rows", intent, len(values))
+    log.info("handoff created: %s with %d delivery rows", intent, written.rows)
     if intent == "escalate":
         live.publish(handoff.account_id, "handoff_created", {"handoff": summary(handoff)})
     enqueue(DISPATCH_TASK, handoff.id)
     return handoff
 
 
-def delivery_values(handoff: Handoff, escalator: User, account: Account) -> list[dict]:
-    """One row per side effect: the assessment, the PSA note, one email per recipient, the
-    team chat message."""
-    now = utcnow()
+def delivery_channels(intent: str, *, psa_push_parks: bool, chat_set: bool) -> list[str]:
+    """The delivery rows a new handoff gets, in their order: the assessment, the PSA note,
+    one email per recipient (`email` stands for them all), the team chat message."""
+    channels = ["assessment"]
+    if intent == "escalate" or psa_push_parks:
+        channels.append("psa")
+    if intent == "escalate":
+        channels.append("email")
+        if chat_set:
+            channels.append("chat")
+    return channels
 
-    def row(channel: str, recipient: str, user_id: int | None = None) -> dict:
-        return {"handoff_id": handoff.id, "account_id": handoff.account_id, "channel": channel,
-                "recipient": recipient, "recipient_user_id": user_id,
-                "status": str(deliveries.DeliveryStatus.PENDING),
-                "attempts": 0, "next_attempt_at": now}
 
-    rows = [row("assessment", "assessment")]
-    if handoff.intent == "escalate" or account.psa_push_parks:
-        rows.append(row("psa", "psa"))
-    if handoff.intent == "escalate":
-        rows += [row("email", user.email.lower(), user.id)
-                 for user in escalation_recipients(handoff.account_id, escalator.id)]
-        if chat.is_set(account):
-            rows.append(row("chat", "chat"))
-    return rows
+# the statements every escalation runs, built once: building one anew cost more than running it
+_H, _S, _A, _D = Handoff.__table__, AiSession.__table__, Account.__table__, Delivery.__table__
+_NEWEST_MESSAGES = db.select(
+    SessionMessage.id, SessionMessage.role, SessionMessage.content, SessionMessage.created_at,
+    func.count().over().label("total"),
+).where(SessionMessage.session_id == bindparam("session_id")).order_by(
+    SessionMessage.id.desc()).limit(bindparam("limit", type_=Integer))
+# the session, locked, with what creating a handoff reads of its account, and the id of its
+# open handoff if it has one
+_SESSION_TO_HAND_OFF = db.select(
+    _S.c.id, _S.c.owner_id, _S.c.status, _S.c.title, _S.c.client_name, _S.c.psa_ticket_id,
+    _S.c.problem, _A.c.psa_push_parks, _A.c.chat_provider,
+    _A.c.chat_secret.is_not(None).label("chat_secret_set"),
+    db.select(_H.c.id).where(_H.c.session_id == _S.c.id, _H.c.status == "open").limit(1)
+    .scalar_subquery().label("open_handoff_id"),
+).join(_A, _A.c.id == _S.c.account_id).where(
+    _S.c.id == bindparam("session_id"), _S.c.account_id == bindparam("account_id"),
+).with_for_update(of=_S)
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+_NEW_HANDOFF = db.insert(_H).values(
+    account_id=bindparam("account"), session_id=bindparam("session_id"),
+    intent=bindparam("intent"), status="open", note=bindparam("note"),
+    urgency=bindparam("urgency"), snapshot=bindparam("snapshot", type_=JSONB),
+    created_by=bindparam("escalator_id"), created_at=_NOW,
+    marker_nonce=bindparam("marker_nonce")).returning(_H.c.id).cte("handoff")
+# (an UPDATE takes an execution parameter named as one of its columns for a SET clause: none
+# of this statement's parameters is)
+_SESSION_STATUS = db.update(_S).where(_S.c.id == bindparam("session_id")).values(
+    status=bindparam("session_status"), updated_at=_NOW).cte("session_status")
+# `channels` in order; its `email` is one row per recipient, in the order of their ids
+_CHANNELS = func.unnest(bindparam("channels", type_=ARRAY(String))).table_valued(
+    "channel", with_ordinality="position").render_derived("channels")
+_RECIPIENT = RECIPIENTS.subquery("recipient")   # its own binds: account, escalator_id
+_DELIVERY_ROWS = db.insert(_D).from_select(
+    ["handoff_id", "account_id", "channel", "recipient", "recipient_user_id", "status",
+     "attempts", "next_attempt_at", "created_at", "updated_at"],
+    db.select(_NEW_HANDOFF.c.id, bindparam("account"), _CHANNELS.c.channel,
+              func.coalesce(func.lower(_RECIPIENT.c.email), _CHANNELS.c.channel),
+              _RECIPIENT.c.id, literal(str(deliveries.DeliveryStatus.PENDING)), literal(0),
+              _NOW, _NOW, _NOW)
+    .select_from(_NEW_HANDOFF).join(_CHANNELS, true())
+    .outerjoin(_RECIPIENT, _CHANNELS.c.channel == "email")
+    .where(or_(_CHANNELS.c.channel != "email", _RECIPIENT.c.id.is_not(None)))
+    .order_by(_CHANNELS.c.position, _RECIPIENT.c.id),
+    include_defaults=False,   # the Python-side ones are not run for a statement in a CTE
+).returning(_D.c.id).cte("delivery_rows")
+_WRITE_HANDOFF = db.select(
+    _NEW_HANDOFF.c.id,
+    db.select(func.count()).select_from(_DELIVERY_ROWS).scalar_subquery().label("rows"),
+).add_cte(_SESSION_STATUS)
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -313,7 +359,6 @@ def _as_read(found) -> tuple[SimpleNamespace, dict]:
 _HANDOFF_COLUMNS = ("id", "session_id", "account_id", "intent", "status", "note", "urgency",
                     "created_by", "created_at", "claimed_by", "claimed_at", "reminded_at",
                     "assessment")
-_H, _S = Handoff.__table__, AiSession.__table__
 _CREATOR, _CLAIMER = User.__table__.alias("creator"), User.__table__.alias("claimer")
 _ASSESSMENT_ROW, _PSA_ROW = Delivery.__table__.alias("assessment"), Delivery.__table__.alias("psa")
 _ANNOUNCED = db.select(
