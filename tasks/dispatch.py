@@ -10,12 +10,13 @@ from webapp.extensions import db
 from webapp.models import Delivery
 from webapp.services import channels
 from webapp.services.deliveries import DeliveryStatus
+from webapp.services.statements import Prepared
 
 log = logging.getLogger(__name__)
 
-_PENDING_ROWS = db.select(Delivery.id, Delivery.channel).where(
+_PENDING_ROWS = Prepared(db.select(Delivery.id, Delivery.channel).where(
     Delivery.handoff_id == bindparam("handoff_id"),
-    Delivery.status == DeliveryStatus.PENDING).order_by(Delivery.id)
+    Delivery.status == DeliveryStatus.PENDING).order_by(Delivery.id))
 
 
 @shared_task(name="handoffs.dispatch", acks_late=True)
@@ -28,8 +29,7 @@ def dispatch_handoff(handoff_id: int) -> int:
     assessment) is enqueued once they are recorded, before the emails go out. Returns how
     many rows."""
     logs.bind(handoff_id=handoff_id)
-    rows = [(row.id, row.channel) for row in db.session.execute(
-        _PENDING_ROWS, {"handoff_id": handoff_id})]
+    rows = [(row.id, row.channel) for row in _PENDING_ROWS.run({"handoff_id": handoff_id})]
     local = [row for row in rows if channels.runs_locally(row[1])]
     later = [row for row in rows if row not in local]
     waiting = [row for row in later if channels.channel(row[1]).waits_for_local] \

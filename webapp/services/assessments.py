@@ -16,6 +16,7 @@ from webapp.integrations.ai import (
 from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
 from webapp.services.deliveries import Permanent, Retryable
+from webapp.services.statements import Prepared
 
 
 def provider_from_config() -> AssessmentProvider:
@@ -49,7 +50,7 @@ def assess(row: Delivery) -> None:
         raise Retryable(error.reason, error.retry_after) from error
     except AiPermanent as error:
         raise Permanent(error.reason) from error
-    db.session.execute(_STORE, {"handoff_id": handoff.id, "stored": {
+    _STORE.run({"handoff_id": handoff.id, "stored": {
         **assessment.to_dict(), "generated_at": utcnow().isoformat()}})
 
 
@@ -57,6 +58,6 @@ def assess(row: Delivery) -> None:
 # work flush it, which cost more than the statement (the handoff as loaded keeps its old
 # value: the announcement reads it anew)
 _HANDOFFS = Handoff.__table__
-_STORE = db.update(_HANDOFFS).where(_HANDOFFS.c.id == bindparam("handoff_id")).values(
-    assessment=bindparam("stored", type_=JSONB))
+_STORE = Prepared(db.update(_HANDOFFS).where(_HANDOFFS.c.id == bindparam("handoff_id")).values(
+    assessment=bindparam("stored", type_=JSONB)))
 

@@ -12,8 +12,21 @@ from datetime import timedelta
 from enum import StrEnum
 
 from flask import current_app
-from sqlalchemy import DateTime, Integer, Text, and_, bindparam, case, cast, column, func, or_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    or_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, array
+from sqlalchemy.engine import Result, Row
 from sqlalchemy.exc import OperationalError
 
 from webapp import logs, metrics
@@ -23,6 +36,7 @@ from webapp.models.base import utcnow
 from webapp.services.errors import Conflict, NotFound
 from webapp.services.leases import LeaseKeeper
 from webapp.services.queue import enqueue
+from webapp.services.statements import Prepared
 from webapp.services.transactions import commit_keeping_loaded
 
 log = logging.getLogger(__name__)
@@ -40,6 +54,7 @@ class DeliveryStatus(StrEnum):
 
 
 S = DeliveryStatus
+_TABLE = Delivery.__table__
 # Every status a row may move to from each status; every write below goes through `moving`.
 TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
     S.PENDING: frozenset({S.SENDING, S.PENDING, S.SKIPPED}),      # claim; beat; claim/cancel
@@ -70,7 +85,7 @@ def sources_of(target: DeliveryStatus, *sources: DeliveryStatus) -> list[str]:
 def moving(target: DeliveryStatus, *sources: DeliveryStatus):
     """The WHERE condition of a status write to `target` from `sources`: the only way a
     status is written, so no write can skip the table."""
-    return Delivery.status.in_(sources_of(target, *sources))
+    return Delivery.status == any_(array(sources_of(target, *sources)))
 
 
 def move(delivery_id: int, target: DeliveryStatus, **values) -> bool:
@@ -199,7 +214,7 @@ class RetryPolicy:
         return max(delay, retry_after or 0.0)
 
 
-def claim(delivery_id: int) -> Delivery | None:
+def claim(delivery_id: int) -> Row | None:
     """Take the row for this worker with a lease: one conditional UPDATE, so a task delivered
     twice, or racing beat, does the side effect once. Only a pending row, or a failed one whose
     backoff is over, can be taken; a permanent failure waits for an admin's retry. None when
@@ -208,28 +223,28 @@ def claim(delivery_id: int) -> Delivery | None:
     return taken[0] if taken else None
 
 
-def claim_many(delivery_ids: list[int]) -> list[Delivery]:
+def claim_many(delivery_ids: list[int]) -> list[Row]:
     """`claim` for a group of rows in one statement, under one lease (the same expiry for
-    all, renewed together); the rows taken, in id order."""
+    all, renewed together); the rows taken, in id order, their columns as attributes."""
     now = utcnow()
     lease = timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
-    rows = db.session.scalars(_CLAIM, {
+    rows = _CLAIM.run({
         "ids": delivery_ids, "due": now + timedelta(seconds=1), "lease_until": now + lease,
-        "now": now}, execution_options={"synchronize_session": False}).all()
-    # the rows as the UPDATE returned them: reading them back after the commit would say the
-    # same
-    commit_keeping_loaded()
+        "now": now}).all()
+    commit_keeping_loaded()   # what the caller had loaded stays as it was
     return sorted(rows, key=lambda row: row.id)
 
 
-# built once: building the statement anew for every claim cost more than running it
-_CLAIM = db.update(Delivery).where(
-    Delivery.id.in_(bindparam("ids", expanding=True)), moving(S.SENDING, S.PENDING, S.FAILED),
+# built once: building the statement anew for every claim cost more than running it; the
+# rows it returns are plain rows of the delivery's columns, as the UPDATE left them
+_CLAIM = Prepared(db.update(_TABLE).where(
+    _TABLE.c.id == any_(bindparam("ids", type_=ARRAY(Integer))),
+    moving(S.SENDING, S.PENDING, S.FAILED),
     or_(Delivery.status == S.PENDING,
         Delivery.next_attempt_at <= bindparam("due", type_=DateTime(timezone=True)))).values(
     status=str(S.SENDING), attempts=Delivery.attempts + 1,
     lease_expires_at=bindparam("lease_until", type_=DateTime(timezone=True)),
-    updated_at=bindparam("now", type_=DateTime(timezone=True))).returning(Delivery)
+    updated_at=bindparam("now", type_=DateTime(timezone=True))).returning(*_TABLE.c))
 
 
 class Heartbeat:
@@ -312,22 +327,23 @@ def _settle(delivery_id: int, lease, status: DeliveryStatus, **values) -> None:
     outcome."""
     sources_of(status, S.SENDING)
     if status != S.PENDING:
-        recorded = _write_while_leased(lease, _RECORD, _record_params(
-            lease, [(delivery_id, status, values)]))
+        params = _record_params(lease, [(delivery_id, status, values)])
+        recorded = _write_while_leased(lease, lambda: _RECORD.run(params))
     else:   # deferred: gives back its attempt
-        recorded = _write_while_leased(lease, db.update(_TABLE).where(
-            _TABLE.c.id == delivery_id, _TABLE.c.status == S.SENDING,
-            _TABLE.c.lease_expires_at == lease).values(
-            status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
-            .returning(_TABLE.c.id, _TABLE.c.channel))
+        recorded = _write_while_leased(lease, lambda: db.session.execute(
+            db.update(_TABLE).where(
+                _TABLE.c.id == delivery_id, _TABLE.c.status == S.SENDING,
+                _TABLE.c.lease_expires_at == lease).values(
+                status=str(status), lease_expires_at=None, updated_at=utcnow(), **values)
+            .returning(_TABLE.c.id, _TABLE.c.channel)))
     _settled(status, values, recorded)
 
 
-def _write_while_leased(lease, statement, params: dict | None = None) -> list:
-    """Run an outcome's UPDATE ... RETURNING and commit; the rows it returned."""
+def _write_while_leased(lease, write: Callable[[], Result]) -> list:
+    """Run an outcome's UPDATE ... RETURNING (`write`) and commit; the rows it returned."""
     while True:
         try:
-            recorded = db.session.execute(statement, params).all()
+            recorded = write().all()
             # the rows of a later phase of the group (run_group) stay as claimed: reading
             # them back would be a SELECT each, of what the claim returned
             commit_keeping_loaded()
@@ -503,10 +519,9 @@ _GIVEN = func.unnest(
                column("sent_at", DateTime(timezone=True)), column("last_error", Text),
                column("next_attempt_at", DateTime(timezone=True))).render_derived("outcome")
 
-_TABLE = Delivery.__table__
 # each row's outcome, only where this claim (its lease) still holds the row; a failed row
 # keeps what it had of a message id and a sent time. Built once, like _GIVEN.
-_RECORD = db.update(_TABLE).where(
+_RECORD = Prepared(db.update(_TABLE).where(
     _TABLE.c.id == _GIVEN.c.id, _TABLE.c.status == S.SENDING,
     _TABLE.c.lease_expires_at == bindparam("lease", type_=DateTime(timezone=True))).values(
     status=_GIVEN.c.status, lease_expires_at=None,
@@ -514,7 +529,7 @@ _RECORD = db.update(_TABLE).where(
     external_id=func.coalesce(_GIVEN.c.external_id, _TABLE.c.external_id),
     sent_at=func.coalesce(_GIVEN.c.sent_at, _TABLE.c.sent_at),
     last_error=_GIVEN.c.last_error, next_attempt_at=_GIVEN.c.next_attempt_at,
-).returning(_TABLE.c.id, _TABLE.c.channel)
+).returning(_TABLE.c.id, _TABLE.c.channel))
 
 
 def _record_params(lease, outcomes: list[tuple[int, DeliveryStatus, dict]]) -> dict:
@@ -541,8 +556,9 @@ def _settle_many(lease, outcomes: list[Ran]) -> None:
     final = [ran for ran in outcomes if ran.outcome.status != S.PENDING]
     if not final:
         return
-    recorded = _write_while_leased(lease, _RECORD, _record_params(
-        lease, [(ran.row_id, ran.outcome.status, ran.outcome.values) for ran in final]))
+    params = _record_params(
+        lease, [(ran.row_id, ran.outcome.status, ran.outcome.values) for ran in final])
+    recorded = _write_while_leased(lease, lambda: _RECORD.run(params))
     by_id = {row_id: [(row_id, channel)] for row_id, channel in recorded}
     for ran in final:
         with logs.bound(delivery_id=ran.row_id, handoff_id=ran.handoff_id, channel=ran.channel):

@@ -22,6 +22,7 @@ from webapp.services import chat, deliveries
 from webapp.services.errors import Conflict, Forbidden, Invalid, NotFound
 from webapp.services.queue import enqueue
 from webapp.services.recipients import RECIPIENTS
+from webapp.services.statements import Prepared
 from webapp.services.transactions import commit_keeping_loaded
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def take_snapshot(session) -> dict:
     config = current_app.config
     # the newest messages and the count of them all: one statement (the window counts
     # every row the WHERE keeps, before the LIMIT)
-    newest = db.session.execute(_NEWEST_MESSAGES, {
+    newest = _NEWEST_MESSAGES.run({
         "session_id": session.id, "limit": config["SNAPSHOT_MAX_MESSAGES"]}).all()
     total = newest[0].total if newest else 0
     messages, characters = [], 0
@@ -73,7 +74,7 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
     transaction; then publish and enqueue, neither of which may fail the call. Returns the
     handoff as written, as `summary` and `full` read it."""
     # the session, locked, with the id of its open handoff if it has one: one statement
-    session = db.session.execute(_SESSION_TO_HAND_OFF, {
+    session = _SESSION_TO_HAND_OFF.run({
         "session_id": session_id, "account_id": user.account_id}).one_or_none()
     if session is None:
         raise NotFound("session")
@@ -92,7 +93,7 @@ def create_handoff(user: User, session_id: int, intent: str, note: str,
     try:
         # the handoff, the session's status and the delivery rows: one statement, as the
         # ORM's unit of work cost more than the three writes themselves
-        written = db.session.execute(_WRITE_HANDOFF, {
+        written = _WRITE_HANDOFF.run({
             "account": user.account_id, "session_id": session_id, "intent": intent,
             "note": note, "urgency": urgency, "snapshot": snapshot, "escalator_id": user.id,
             "now": now, "marker_nonce": new_marker_nonce(), "channels": channels,
@@ -147,14 +148,14 @@ def delivery_channels(intent: str, *, psa_push_parks: bool, chat_set: bool) -> l
 
 # the statements every escalation runs, built once: building one anew cost more than running it
 _H, _S, _A, _D = Handoff.__table__, AiSession.__table__, Account.__table__, Delivery.__table__
-_NEWEST_MESSAGES = db.select(
+_NEWEST_MESSAGES = Prepared(db.select(
     SessionMessage.id, SessionMessage.role, SessionMessage.content, SessionMessage.created_at,
     func.count().over().label("total"),
 ).where(SessionMessage.session_id == bindparam("session_id")).order_by(
-    SessionMessage.id.desc()).limit(bindparam("limit", type_=Integer))
+    SessionMessage.id.desc()).limit(bindparam("limit", type_=Integer)))
 # the session, locked, with what creating a handoff reads of its account, and the id of its
 # open handoff if it has one
-_SESSION_TO_HAND_OFF = db.select(
+_SESSION_TO_HAND_OFF = Prepared(db.select(
     _S.c.id, _S.c.owner_id, _S.c.status, _S.c.title, _S.c.client_name, _S.c.psa_ticket_id,
     _S.c.problem, _A.c.psa_push_parks, _A.c.chat_provider,
     _A.c.chat_secret.is_not(None).label("chat_secret_set"),
@@ -162,7 +163,7 @@ _SESSION_TO_HAND_OFF = db.select(
     .scalar_subquery().label("open_handoff_id"),
 ).join(_A, _A.c.id == _S.c.account_id).where(
     _S.c.id == bindparam("session_id"), _S.c.account_id == bindparam("account_id"),
-).with_for_update(of=_S)
+).with_for_update(of=_S))
 _NOW = bindparam("now", type_=DateTime(timezone=True))
 _NEW_HANDOFF = db.insert(_H).values(
     account_id=bindparam("account"), session_id=bindparam("session_id"),
@@ -191,10 +192,10 @@ _DELIVERY_ROWS = db.insert(_D).from_select(
     .order_by(_CHANNELS.c.position, _RECIPIENT.c.id),
     include_defaults=False,   # the Python-side ones are not run for a statement in a CTE
 ).returning(_D.c.id).cte("delivery_rows")
-_WRITE_HANDOFF = db.select(
+_WRITE_HANDOFF = Prepared(db.select(
     _NEW_HANDOFF.c.id,
     db.select(func.count()).select_from(_DELIVERY_ROWS).scalar_subquery().label("rows"),
-).add_cte(_SESSION_STATUS)
+).add_cte(_SESSION_STATUS))
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ def announce(handoff_id: int) -> None:
     handoff, its session, escalator, claimer and assessment and PSA rows are read in one Core
     statement, the snapshot without its transcript: loading them as ORM objects (six, with
     the whole snapshot) cost the worker more than the rest of the announcement."""
-    found = db.session.execute(_ANNOUNCED, {"id": handoff_id}).first()
+    found = _ANNOUNCED.run({"id": handoff_id}).first()
     if found is None or found.intent != "escalate":
         return
     live.publish(found.account_id, "handoff_updated", {"handoff": summary(*_as_read(found))})
@@ -361,7 +362,7 @@ _HANDOFF_COLUMNS = ("id", "session_id", "account_id", "intent", "status", "note"
                     "assessment")
 _CREATOR, _CLAIMER = User.__table__.alias("creator"), User.__table__.alias("claimer")
 _ASSESSMENT_ROW, _PSA_ROW = Delivery.__table__.alias("assessment"), Delivery.__table__.alias("psa")
-_ANNOUNCED = db.select(
+_ANNOUNCED = Prepared(db.select(
     *(_H.c[name] for name in _HANDOFF_COLUMNS),
     _H.c.snapshot.op("-", return_type=JSONB)("messages").label("snapshot"),
     func.jsonb_array_length(_H.c.snapshot["messages"]).label("message_total"),
@@ -378,7 +379,7 @@ _ANNOUNCED = db.select(
     .outerjoin(_ASSESSMENT_ROW, and_(_ASSESSMENT_ROW.c.handoff_id == _H.c.id,
                                      _ASSESSMENT_ROW.c.channel == "assessment"))
     .outerjoin(_PSA_ROW, and_(_PSA_ROW.c.handoff_id == _H.c.id, _PSA_ROW.c.channel == "psa"))
-).where(_H.c.id == bindparam("id"))
+).where(_H.c.id == bindparam("id")))
 
 
 def skip_unsent(handoff: Handoff, reason: str) -> None:
