@@ -1,6 +1,9 @@
-"""Looking into what the app wrote, shared by test modules: delivery rows and the error shape.
-(Waiting is tests/conftest.py's wait_for; builders are in tests/factories.py.)"""
+"""Looking into what the app wrote, shared by test modules: delivery rows and the error
+shape; and ending a pooled connection's server process. (Waiting is tests/conftest.py's
+wait_for; builders are in tests/factories.py.)"""
 from __future__ import annotations
+
+from sqlalchemy import create_engine, text
 
 from webapp.extensions import db
 from webapp.models import Delivery
@@ -49,3 +52,12 @@ def assert_error_shape(response, status: int, code: str) -> None:
     assert error["code"] == code
     assert isinstance(error["message"], str) and error["message"]
     assert "Traceback" not in response.get_data(as_text=True)
+
+
+def kill_backend(database_url: str, pid: int) -> None:
+    """End the server process of a pooled connection, as a Postgres restart would, and wait
+    until it is gone."""
+    admin = create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=None)
+    with admin.connect() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid}).scalar()
+    admin.dispose()

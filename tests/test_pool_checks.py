@@ -5,20 +5,12 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import app_config
+from tests.helpers import kill_backend
 from webapp import create_app
 from webapp.extensions import db
 from webapp.pool_checks import ping_when_idle
 
 BACKEND = text("SELECT pg_backend_pid()")
-
-
-def kill_backend(database_url: str, pid: int) -> None:
-    """End the server process of a pooled connection, as a Postgres restart would, and wait
-    until it is gone."""
-    admin = create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=None)
-    with admin.connect() as conn:
-        assert conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid}).scalar()
-    admin.dispose()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tests.factories import escalate
-from tests.test_pool_checks import kill_backend
+from tests.helpers import kill_backend
 from webapp.extensions import db
 from webapp.models import Handoff, User
 from webapp.services.statements import Prepared
