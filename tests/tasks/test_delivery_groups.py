@@ -140,3 +140,42 @@ def test_a_deferred_row_of_a_group_gives_back_its_attempt(app, app_env, tenant):
     row = get_delivery(app, later)
     assert (row.status, row.attempts, row.lease_expires_at) == ("pending", 0, None)
     assert get_delivery(app, now_).status == "sent"
+
+
+def test_a_group_of_a_claimed_escalation_sends_nothing_and_names_its_claimer(
+        app, app_env, tenant):
+    from webapp.models import Handoff, User
+    from webapp.services import notifications
+    handoff_id = undispatched_handoff(app_env, tenant)
+    ids = email_row_ids(app, handoff_id)
+    with app.app_context():
+        claimer = db.session.get(User, tenant.users["admin"]["id"])
+        db.session.execute(db.update(Handoff).where(Handoff.id == handoff_id).values(
+            status="claimed", claimed_by=claimer.id, claimed_at=utcnow()))
+        db.session.commit()
+        name = claimer.name
+        deliveries.run_many(ids, notifications.escalation_emails, POLICY)
+    rows = [get_delivery(app, row_id) for row_id in ids]
+    assert {(row.status, row.last_error, row.external_id) for row in rows} == {
+        ("skipped", f"already claimed by {name}", None)}
+
+
+def test_a_group_sends_to_its_active_seniors_and_skips_one_removed_meanwhile(
+        app, app_env, tenant, smtp_server):
+    from webapp.models import User
+    from webapp.services import notifications
+    ids = email_row_ids(app, undispatched_handoff(app_env, tenant))
+    with app.app_context():
+        rows = [get_delivery(app, row_id) for row_id in ids]
+        removed = rows[1]
+        db.session.execute(db.update(User).where(User.id == removed.recipient_user_id)
+                           .values(deleted_at=utcnow()))
+        db.session.commit()
+        deliveries.run_many(ids, notifications.escalation_emails, POLICY)
+    after = {row_id: get_delivery(app, row_id) for row_id in ids}
+    assert (after[removed.id].status, after[removed.id].last_error) == (
+        "skipped", "recipient is no longer an active senior")
+    sent = [row for row_id, row in after.items() if row_id != removed.id]
+    assert {row.status for row in sent} == {"sent"}
+    assert all(row.external_id == f"<handoff-{row.handoff_id}.delivery-{row.id}@escalations>"
+               for row in sent)
