@@ -7,7 +7,7 @@ from sqlalchemy import Integer, bindparam, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from tests.factories import escalate
+from tests.factories import undispatched_handoff
 from tests.helpers import kill_backend
 from webapp.extensions import db
 from webapp.models import Handoff, User
@@ -22,8 +22,8 @@ STORE = db.update(_H).where(_H.c.id == bindparam("handoff_id")).values(
     assessment=bindparam("stored", type_=JSONB)).returning(_H.c.id)
 
 
-def test_rows_read_as_a_core_statement_reads_them(app, client, tenant):
-    handoff_id = escalate(client, tenant)["id"]
+def test_rows_read_as_a_core_statement_reads_them(app, app_env, tenant):
+    handoff_id = undispatched_handoff(app_env, tenant)
     with app.app_context():
         expected = db.session.execute(READ, {"id": handoff_id}).one()
         db.session.rollback()
@@ -33,8 +33,9 @@ def test_rows_read_as_a_core_statement_reads_them(app, client, tenant):
         assert found.created_at.tzinfo is not None
 
 
-def test_a_json_parameter_is_written_as_the_orm_writes_it(app, client, tenant):
-    handoff_id = escalate(client, tenant)["id"]
+def test_a_json_parameter_is_written_as_the_orm_writes_it(app, app_env, tenant):
+    # (no worker may store its own assessment meanwhile)
+    handoff_id = undispatched_handoff(app_env, tenant)
     stored = {"summary": "disk full", "likely_causes": ["logs"], "confidence": 0.5,
               "when": datetime(2026, 12, 3, tzinfo=UTC).isoformat(), "none": None}
     with app.app_context():
@@ -51,8 +52,8 @@ def test_an_in_over_a_parameter_list_is_refused(app):
 
 
 def test_errors_are_sqlalchemy_errors_and_a_dropped_connection_is_replaced(
-        app, database_url, client, tenant):
-    handoff_id = escalate(client, tenant)["id"]
+        app, app_env, database_url, tenant):
+    handoff_id = undispatched_handoff(app_env, tenant)
     backend = Prepared(db.select(func.pg_backend_pid()))
     duplicate = Prepared(_H.insert().from_select(
         [column.name for column in _H.c],
