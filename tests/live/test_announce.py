@@ -1,4 +1,4 @@
-"""handoff_updated, as a worker announces it (handoffs.announce, read in one Core statement),
+"""handoff_updated, as a worker announces it (handoff_views.announce, read in one Core statement),
 carries the same summary as the ORM's reading of the handoff that the API answers with."""
 import json
 
@@ -11,7 +11,7 @@ from webapp.live import stream_key
 from webapp.models import Delivery, Handoff
 from webapp.models.base import utcnow
 from webapp.redis_client import get_redis
-from webapp.services import handoffs
+from webapp.services import handoff_views
 
 
 def announced(app, account_id: int, handoff_id: int) -> dict:
@@ -19,7 +19,7 @@ def announced(app, account_id: int, handoff_id: int) -> dict:
     redis = get_redis(app)
     before = redis.xrevrange(stream_key(account_id), count=1)
     with app.app_context():
-        handoffs.announce(handoff_id)
+        handoff_views.announce(handoff_id)
     entries = redis.xrange(stream_key(account_id), min=f"({before[0][0].decode()}"
                            if before else "-")
     events = [json.loads(fields[b"data"])["handoff"] for _, fields in entries
@@ -30,7 +30,7 @@ def announced(app, account_id: int, handoff_id: int) -> dict:
 
 def as_the_orm_reads_it(app, handoff_id: int) -> dict:
     with app.app_context():
-        summary = handoffs.summary(db.session.get(Handoff, handoff_id))
+        summary = handoff_views.summary(db.session.get(Handoff, handoff_id))
         db.session.remove()
     return json.loads(json.dumps(summary))
 

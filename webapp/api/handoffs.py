@@ -13,6 +13,7 @@ from webapp.models.handoffs import (
     URGENCIES,
 )
 from webapp.services import channels, deliveries
+from webapp.services import handoff_views as views
 from webapp.services import handoffs as service
 
 bp = Blueprint("handoffs", __name__, description="Handoffs: park, escalate, claim")
@@ -131,7 +132,7 @@ class DeliveryListSchema(Schema):
 def create_handoff(body, session_id: int):
     handoff = service.create_handoff(auth.current_user(), session_id, body["intent"],
                                      body["note"], body["urgency"])
-    return service.full(handoff)
+    return views.full(handoff)
 
 
 @bp.get("/ai-sessions/escalations")
@@ -140,13 +141,13 @@ def create_handoff(body, session_id: int):
 def escalation_queue(query):
     page, next_cursor = service.escalation_queue(auth.current_user(), query["status"],
                                                  query["limit"], query["cursor"])
-    return {"items": service.many(page), "next_cursor": next_cursor}
+    return {"items": views.many(page), "next_cursor": next_cursor}
 
 
 @bp.get("/handoffs/<int:handoff_id>")
 @bp.response(200, HandoffSchema)
 def get_handoff(handoff_id: int):
-    return service.full(service.get_visible(auth.current_user(), handoff_id))
+    return views.full(service.get_visible(auth.current_user(), handoff_id))
 
 
 @bp.post("/handoffs/<int:handoff_id>/claim")
@@ -155,7 +156,7 @@ def get_handoff(handoff_id: int):
 @bp.refuses(409, "`already_claimed` (`details.claimed_by`), `not_an_escalation` or "
                  "`handoff_closed`")
 def claim(handoff_id: int):
-    return service.full(service.claim(auth.current_user(), handoff_id))
+    return views.full(service.claim(auth.current_user(), handoff_id))
 
 
 @bp.post("/handoffs/<int:handoff_id>/resume")
@@ -163,7 +164,7 @@ def claim(handoff_id: int):
 @bp.refuses(403, "`forbidden`: only the user who parked it may resume it")
 @bp.refuses(409, "`not_a_park` or `handoff_closed`")
 def resume(handoff_id: int):
-    return service.full(service.resume(auth.current_user(), handoff_id))
+    return views.full(service.resume(auth.current_user(), handoff_id))
 
 
 @bp.post("/handoffs/<int:handoff_id>/cancel")
@@ -171,7 +172,7 @@ def resume(handoff_id: int):
 @bp.refuses(403, "`forbidden`: only the escalator or an admin may cancel it")
 @bp.refuses(409, "`already_claimed`, `not_an_escalation` or `handoff_closed`")
 def cancel(handoff_id: int):
-    return service.full(service.cancel(auth.current_user(), handoff_id))
+    return views.full(service.cancel(auth.current_user(), handoff_id))
 
 
 @bp.get("/handoffs/<int:handoff_id>/deliveries")

@@ -10,7 +10,7 @@ from webapp import logs
 from webapp.models import Delivery, Handoff
 from webapp.services import assessments, chat, deliveries, notifications, psa_push
 from webapp.services.deliveries import RetryPolicy
-from webapp.services.handoffs import announce
+from webapp.services.handoff_views import announce
 from webapp.services.queue import enqueue
 
 

@@ -19,6 +19,7 @@ from webapp.models import SENIOR_ROLES, Delivery, Handoff, User
 from webapp.models.base import utcnow
 from webapp.models.handoffs import PURPOSES
 from webapp.services.deliveries import Permanent, Retryable, Skip
+from webapp.services.handoff_views import CLAIMER, CREATOR
 from webapp.services.statements import Prepared
 
 
@@ -161,13 +162,12 @@ def _as_handoff(found) -> SimpleNamespace:
 
 # built once: building a statement anew for every group cost more than running it
 _H = Handoff.__table__
-_CREATOR, _CLAIMER = User.__table__.alias("creator"), User.__table__.alias("claimer")
 _GROUP_HANDOFFS = Prepared(db.select(
     _H.c.id, _H.c.session_id, _H.c.status, _H.c.urgency, _H.c.note, _H.c.snapshot,
-    _H.c.created_at, _H.c.claimed_by, _CREATOR.c.name.label("creator_name"),
-    _CLAIMER.c.name.label("claimer_name"),
-).select_from(_H.join(_CREATOR, _CREATOR.c.id == _H.c.created_by).outerjoin(
-    _CLAIMER, _CLAIMER.c.id == _H.c.claimed_by)).where(
+    _H.c.created_at, _H.c.claimed_by, CREATOR.c.name.label("creator_name"),
+    CLAIMER.c.name.label("claimer_name"),
+).select_from(_H.join(CREATOR, CREATOR.c.id == _H.c.created_by).outerjoin(
+    CLAIMER, CLAIMER.c.id == _H.c.claimed_by)).where(
     _H.c.id == any_(bindparam("ids", type_=ARRAY(Integer)))))
 _GROUP_RECIPIENTS = Prepared(db.select(User.id, User.deleted_at, User.role).where(
     User.id == any_(bindparam("ids", type_=ARRAY(Integer)))))

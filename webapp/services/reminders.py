@@ -80,9 +80,9 @@ def remind_due(now: datetime, limit: int = 500) -> dict[int, list[tuple[int, str
 def send_due(now: datetime) -> int:
     """The beat job's work: write the due reminders, then tell each team's queue (the
     handoff now has reminded_at) and enqueue the rows. Returns how many escalations."""
-    from webapp.services import channels, handoffs
+    from webapp.services import channels, handoff_views
     reminded = remind_due(now)
     for handoff_id, rows in reminded.items():
-        handoffs.announce(handoff_id)
+        handoff_views.announce(handoff_id)
         channels.enqueue_rows(rows)
     return len(reminded)
