@@ -172,6 +172,35 @@ def test_failed_write_leaves_nothing_half_written(app, client, tenant):
     assert post_handoff(client, tenant, session_id).status_code == 201
 
 
+def test_ten_concurrent_handoffs_of_one_session_have_exactly_one_winner(app, tenant):
+    """Those that waited for the session's lock find the winner's handoff, by the check or by
+    the one-open-handoff index, and are answered 409 naming it; nothing of theirs is written."""
+    session_id = make_session(app.test_client(), tenant)
+    barrier = threading.Barrier(10)
+    results = []
+
+    def hand_off():
+        local_client = app.test_client()
+        barrier.wait()
+        response = post_handoff(local_client, tenant, session_id)
+        results.append((response.status_code, response.get_json()))
+
+    threads = [threading.Thread(target=hand_off) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(code for code, _ in results) == [201] + [409] * 9
+    winner = next(body["id"] for code, body in results if code == 201)
+    assert all(body["error"]["code"] == "open_handoff_exists"
+               and body["error"]["details"]["handoff_id"] == winner
+               for code, body in results if code == 409)
+    with app.app_context():
+        assert db.session.scalars(db.select(Handoff.id).where(
+            Handoff.session_id == session_id)).all() == [winner]
+        assert set(db.session.scalars(db.select(Delivery.handoff_id))) == {winner}
+
+
 def test_twenty_concurrent_claims_have_exactly_one_winner(app, make_tenant):
     tenant = make_tenant("Acme", extra_engineers=19)
     client = app.test_client()
